@@ -1,0 +1,102 @@
+"""The one typed place for model and codec configuration."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Literal
+
+FusionMode = Literal["concat", "add", "mul", "none"]
+
+#: compressai's quality-1..8 MSE lambdas: they span about 0.1-1.5 bpp on Kodak.
+DEFAULT_LAMBDAS: tuple[float, ...] = (0.0018, 0.0035, 0.0067, 0.0130, 0.0250, 0.0483, 0.0932, 0.1800)
+
+QUALITY_MIN = 1.0
+QUALITY_MAX = 8.0
+DEFAULT_QUALITY = 4.0
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture of one SELIC model; stored in the weights file and checked on load."""
+
+    name: str
+    N: int  # channels of g_a / g_s
+    M: int  # latent channels
+    Nz: int  # hyper-latent channels
+    slices: int  # ChARM channel slices
+    charm_hidden: int  # width of the ChARM parameter nets
+    text_dim: int = 384  # text-embedding dimension D
+    fusion: FusionMode = "concat"
+    lambdas: tuple[float, ...] = field(default=DEFAULT_LAMBDAS)
+
+    def __post_init__(self) -> None:
+        if self.M % self.slices:
+            raise ValueError(f"M={self.M} must be divisible by slices={self.slices}")
+        if self.fusion not in ("concat", "add", "mul", "none"):
+            raise ValueError(f"unknown fusion mode {self.fusion!r}")
+        if len(self.lambdas) != int(QUALITY_MAX - QUALITY_MIN) + 1:
+            raise ValueError("one lambda per integer quality 1..8 is required")
+
+    @property
+    def slice_size(self) -> int:
+        return self.M // self.slices
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> ModelConfig:
+        data = json.loads(text)
+        data["lambdas"] = tuple(data["lambdas"])
+        return cls(**data)
+
+    def replace(self, **changes: object) -> ModelConfig:
+        data = asdict(self)
+        data.update(changes)
+        data["lambdas"] = tuple(data["lambdas"])
+        return ModelConfig(**data)
+
+
+PRESETS: dict[str, ModelConfig] = {
+    # The paper's layout: N=128, Minnen-2020 ChARM (M=320, 10 slices), BERT-base 768-d text vectors.
+    "paper": ModelConfig(name="paper", N=128, M=320, Nz=192, slices=10, charm_hidden=224, text_dim=768),
+    # CPU-trainable: the same graph, narrower; MiniLM 384-d text vectors.
+    "small": ModelConfig(name="small", N=48, M=128, Nz=64, slices=4, charm_hidden=64, text_dim=384),
+}
+
+
+def preset(name: str) -> ModelConfig:
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}") from None
+
+
+@dataclass
+class TrainConfig:
+    """A training run; `selic train --config FILE.json` fills it, flags override single fields."""
+
+    preset: str = "small"
+    data: str = "../shared/data/train"
+    captions: str = ""  # default: <data>/captions.tsv
+    out: str = "runs/selic-small"  # checkpoints and logs (keep it outside the repo's tracked files)
+    resume: str = ""  # "auto" (out/last.pt, else the shipped weights), a checkpoint path, or "" for a fresh start
+    init_weights: str = ""  # start from a .safetensors weights file (e.g. the shipped model)
+    steps: int = 100_000  # total step count to reach (counted across resumes)
+    batch_size: int = 8
+    crop: int = 128
+    min_crop: int = 128  # crops are drawn from [min_crop, crop], rounded to 64, one size per batch
+    lr: float = 2e-4
+    lr_decay_at: int = 0  # step at which lr drops 10x (0: never)
+    aux_lr: float = 1e-3
+    clip_grad: float = 1.0
+    caption_dropout: float = 0.2
+    workers: int = 1
+    seed: int = 0
+    val_every: int = 500
+    val_images: int = 12  # held out of the training pool (never Kodak)
+    ckpt_every: int = 250
+    threads: int = 0  # torch intra-op threads (0: torch default)
+    adapter: bool = False  # train only the encoder side (for a new text embedder)
+    embedder: str = "minilm"  # name of the text embedder whose vectors the model is trained on

@@ -1,0 +1,5 @@
+"""Entropy coding: the ChARM latent model and the rANS streams it drives."""
+
+from .charm import ChannelARM
+
+__all__ = ["ChannelARM"]

@@ -1,0 +1,102 @@
+"""Channel-wise autoregressive entropy model (ChARM, Minnen & Singh 2020) with latent residual prediction.
+
+One loop (`_run`) drives training, encoding and decoding, so the three cannot drift apart.
+All y slices share one rANS stream from compressai.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from compressai.ans import BufferedRansEncoder, RansDecoder
+from compressai.entropy_models import GaussianConditional
+from compressai.layers import conv3x3
+from compressai.ops import quantize_ste
+from torch import Tensor, nn
+
+# step(i, mu, scale) -> quantized slice, before latent residual prediction
+SliceStep = Callable[[int, Tensor, Tensor], Tensor]
+
+
+def param_net(in_ch: int, hidden: int, out_ch: int) -> nn.Sequential:
+    """A ChARM parameter net (Minnen & Singh 2020): three 3x3 convs at latent resolution."""
+    return nn.Sequential(
+        conv3x3(in_ch, hidden),
+        nn.LeakyReLU(inplace=True),
+        conv3x3(hidden, hidden // 2 + 16),
+        nn.LeakyReLU(inplace=True),
+        conv3x3(hidden // 2 + 16, out_ch),
+    )
+
+
+class ChannelARM(nn.Module):
+    def __init__(self, M: int, slices: int, hidden: int) -> None:
+        super().__init__()
+        self.slices = slices
+        S = M // slices
+        self.mean_nets = nn.ModuleList(param_net(M + i * S, hidden, S) for i in range(slices))
+        self.scale_nets = nn.ModuleList(param_net(M + i * S, hidden, S) for i in range(slices))
+        self.lrp_nets = nn.ModuleList(param_net(M + (i + 1) * S, hidden, S) for i in range(slices))
+        self.gaussian_conditional = GaussianConditional(None)
+
+    def _run(self, hyper_means: Tensor, hyper_scales: Tensor, step: SliceStep) -> Tensor:
+        done: list[Tensor] = []
+        for i in range(self.slices):
+            mu = self.mean_nets[i](torch.cat([hyper_means, *done], dim=1))
+            scale = self.scale_nets[i](torch.cat([hyper_scales, *done], dim=1))
+            y_hat = step(i, mu, scale)
+            lrp = self.lrp_nets[i](torch.cat([hyper_means, *done, y_hat], dim=1))
+            done.append(y_hat + 0.5 * torch.tanh(lrp))
+        return torch.cat(done, dim=1)
+
+    def forward(self, y: Tensor, hyper_means: Tensor, hyper_scales: Tensor) -> tuple[Tensor, Tensor]:
+        """Training pass: noisy likelihoods for the rate, straight-through rounding for the decoder."""
+        y_slices = y.chunk(self.slices, dim=1)
+        likelihoods: list[Tensor] = []
+
+        def step(i: int, mu: Tensor, scale: Tensor) -> Tensor:
+            _, lik = self.gaussian_conditional(y_slices[i], scale, mu)
+            likelihoods.append(lik)
+            return quantize_ste(y_slices[i] - mu) + mu
+
+        y_hat = self._run(hyper_means, hyper_scales, step)
+        return y_hat, torch.cat(likelihoods, dim=1)
+
+    def _tables(self) -> tuple[list[list[int]], list[int], list[int]]:
+        gc = self.gaussian_conditional
+        return gc.quantized_cdf.tolist(), gc.cdf_length.reshape(-1).tolist(), gc.offset.reshape(-1).tolist()
+
+    def compress(self, y: Tensor, hyper_means: Tensor, hyper_scales: Tensor) -> tuple[bytes, Tensor, Tensor]:
+        """Returns (stream, y_hat, symbols). Symbols are int32 and are what the file hash covers."""
+        cdf, lengths, offsets = self._tables()
+        encoder = BufferedRansEncoder()
+        y_slices = y.chunk(self.slices, dim=1)
+        symbols: list[Tensor] = []
+
+        def step(i: int, mu: Tensor, scale: Tensor) -> Tensor:
+            indexes = self.gaussian_conditional.build_indexes(scale)
+            q = torch.round(y_slices[i] - mu).to(torch.int32)
+            encoder.encode_with_indexes(q.reshape(-1).tolist(), indexes.reshape(-1).tolist(), cdf, lengths, offsets)
+            symbols.append(q)
+            return q.to(mu.dtype) + mu
+
+        y_hat = self._run(hyper_means, hyper_scales, step)
+        return encoder.flush(), y_hat, torch.cat(symbols, dim=1)
+
+    def decompress(self, stream: bytes, hyper_means: Tensor, hyper_scales: Tensor) -> tuple[Tensor, Tensor]:
+        """Returns (y_hat, symbols)."""
+        cdf, lengths, offsets = self._tables()
+        decoder = RansDecoder()
+        decoder.set_stream(stream)
+        symbols: list[Tensor] = []
+
+        def step(i: int, mu: Tensor, scale: Tensor) -> Tensor:
+            indexes = self.gaussian_conditional.build_indexes(scale)
+            values = decoder.decode_stream(indexes.reshape(-1).tolist(), cdf, lengths, offsets)
+            q = torch.tensor(values, dtype=torch.int32).reshape(mu.shape)
+            symbols.append(q)
+            return q.to(mu.dtype) + mu
+
+        y_hat = self._run(hyper_means, hyper_scales, step)
+        return y_hat, torch.cat(symbols, dim=1)

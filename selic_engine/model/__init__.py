@@ -1,0 +1,5 @@
+"""The SELIC network."""
+
+from .selic import STRIDE, Coded, SelicModel
+
+__all__ = ["STRIDE", "Coded", "SelicModel"]

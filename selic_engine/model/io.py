@@ -1,0 +1,54 @@
+"""Weights files: safetensors only, with the model config in the metadata and a decoder-weights id."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from ..config import ModelConfig
+from .selic import SelicModel
+
+
+def model_id(state: dict[str, torch.Tensor]) -> str:
+    """16 hex digits of sha256 over the decoder-side tensors: a file names the exact decoder it needs."""
+    h = hashlib.sha256()
+    for name in sorted(state):
+        if name.split(".", 1)[0] in SelicModel.DECODER_MODULES:
+            t = state[name].detach().cpu().contiguous()
+            t = t.float() if t.is_floating_point() else t
+            h.update(name.encode())
+            h.update(t.numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def save_weights(model: SelicModel, path: Path, extra: dict[str, str] | None = None) -> str:
+    """Write weights (with entropy tables) atomically; returns the model id."""
+    state = {k: v.detach().cpu().float().contiguous() if v.is_floating_point() else v.detach().cpu().contiguous()
+             for k, v in model.state_dict().items()}
+    mid = model_id(state)
+    meta = {"config": model.config.to_json(), "model_id": mid, **(extra or {})}
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(state, str(tmp), metadata=meta)
+    tmp.replace(path)
+    return mid
+
+
+def read_metadata(path: Path) -> dict[str, str]:
+    with safe_open(str(path), framework="pt") as f:
+        return dict(f.metadata() or {})
+
+
+def load_weights(path: Path) -> tuple[SelicModel, str]:
+    """Returns (model in eval mode on the CPU, model id recomputed from the tensors)."""
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata() or {}
+        if "config" not in meta:
+            raise ValueError(f"{path}: not a selic weights file (no config metadata)")
+        state = {k: f.get_tensor(k) for k in f.keys()}
+    model = SelicModel(ModelConfig.from_json(meta["config"]))
+    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+    return model.eval(), model_id(state)

@@ -1,0 +1,135 @@
+"""The SELIC model: g_a + semantic fusion + gains -> hyperprior + ChARM -> g_s.
+
+`forward` is the training pass. `compress` / `decompress` produce and consume the two rANS
+streams (z, then y). Everything that chooses a probability table (the entropy bottleneck,
+h_s and the ChARM nets) runs wherever `coding_layout` put it: CPU float64 in the engine,
+so that tiny float differences between machines cannot flip a table index.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from compressai.entropy_models import EntropyBottleneck
+from compressai.models import CompressionModel
+from torch import Tensor
+
+from ..config import ModelConfig
+from ..entropy import ChannelARM
+from .fusion import SemanticFusion
+from .gain import QualityGains
+from .transforms import analysis, hyper_analysis, hyper_synthesis, synthesis
+
+#: g_a and h_a downsample by 64 in total: inputs are padded to a multiple of this.
+STRIDE = 64
+
+
+@dataclass
+class Coded:
+    """What compress produces for one image: the streams and the metadata needed to decode them."""
+
+    z_stream: bytes
+    y_stream: bytes
+    z_shape: tuple[int, int]
+    symbols: Tensor  # int32 y symbols, hashed into the file to detect desynchronisation
+
+
+def pad_to_stride(x: Tensor) -> Tensor:
+    h, w = x.shape[-2:]
+    ph, pw = (-h) % STRIDE, (-w) % STRIDE
+    return F.pad(x, (0, pw, 0, ph), mode="replicate") if ph or pw else x
+
+
+class SelicModel(CompressionModel):
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        c = config
+        self.config = c
+        self.g_a = analysis(c.N, c.M)
+        self.fusion = SemanticFusion(c.text_dim, c.M, c.fusion)
+        self.gains = QualityGains(len(c.lambdas), c.M)
+        self.h_a = hyper_analysis(c.M, c.N, c.Nz)
+        self.h_s = hyper_synthesis(c.Nz, c.N, c.M)
+        self.entropy_bottleneck = EntropyBottleneck(c.Nz)
+        self.charm = ChannelARM(c.M, c.slices, c.charm_hidden)
+        self.g_s = synthesis(c.N, c.M)
+
+    # Module groups: the decoder needs these and only these (the model id hashes them).
+    DECODER_MODULES = ("h_s", "entropy_bottleneck", "charm", "g_s", "gains")
+    PRIOR_MODULES = ("h_s", "entropy_bottleneck", "charm")
+
+    def analyze(self, x: Tensor, quality: Tensor, embedding: Tensor | None, has_caption: Tensor | None) -> Tensor:
+        """The encoder side: gained, fused, unquantized latent y."""
+        y = self.fusion(self.g_a(x), embedding, has_caption)
+        return y * self.gains.gain(quality.to(y.device))
+
+    def synthesize(self, y_hat: Tensor, quality: Tensor) -> Tensor:
+        return self.g_s(y_hat * self.gains.inv_gain(quality.to(y_hat.device)))
+
+    def forward(
+        self,
+        x: Tensor,
+        quality: Tensor,
+        embedding: Tensor | None = None,
+        has_caption: Tensor | None = None,
+    ) -> dict[str, object]:
+        y = self.analyze(x, quality, embedding, has_caption)
+        z_hat, z_likelihoods = self.entropy_bottleneck(self.h_a(y))
+        means, scales = self.h_s(z_hat).chunk(2, dim=1)
+        y_hat, y_likelihoods = self.charm(y, means, scales)
+        return {"x_hat": self.synthesize(y_hat, quality), "likelihoods": {"y": y_likelihoods, "z": z_likelihoods}}
+
+    # --- coding -------------------------------------------------------------------------------
+
+    def coding_layout(self, device: torch.device | str) -> SelicModel:
+        """Put the transforms on `device` (float32) and the probability machinery on the CPU in float64."""
+        self.to(device=device, dtype=torch.float32)
+        for name in self.PRIOR_MODULES:
+            getattr(self, name).to(device="cpu", dtype=torch.float64)
+        return self.eval()
+
+    def _prior(self) -> tuple[torch.device, torch.dtype]:
+        p = next(self.h_s.parameters())
+        return p.device, p.dtype
+
+    def _hyper_params(self, z_stream: bytes, z_shape: tuple[int, int]) -> tuple[Tensor, Tensor]:
+        z_hat = self.entropy_bottleneck.decompress([z_stream], z_shape)
+        return self.h_s(z_hat).chunk(2, dim=1)
+
+    @torch.no_grad()
+    def compress(
+        self,
+        x: Tensor,
+        quality: float,
+        embedding: Tensor | None = None,
+    ) -> Coded:
+        """x: (1, 3, H, W) in [0, 1]; any H, W (padded here, cropped by the decoder)."""
+        q = torch.tensor([float(quality)])
+        y = self.analyze(pad_to_stride(x), q, embedding, None)
+        device, dtype = self._prior()
+        z = self.h_a(y).to(device=device, dtype=dtype)
+        z_stream = self.entropy_bottleneck.compress(z)[0]
+        z_shape = tuple(z.shape[-2:])
+        means, scales = self._hyper_params(z_stream, z_shape)
+        y_stream, _, symbols = self.charm.compress(y.to(device=device, dtype=dtype), means, scales)
+        return Coded(z_stream=z_stream, y_stream=y_stream, z_shape=z_shape, symbols=symbols)
+
+    @torch.no_grad()
+    def decompress(
+        self,
+        z_stream: bytes,
+        y_stream: bytes,
+        z_shape: tuple[int, int],
+        quality: float,
+        size: tuple[int, int],
+    ) -> tuple[Tensor, Tensor]:
+        """Returns (x_hat (1, 3, H, W) clamped to [0, 1] and cropped to size=(H, W), y symbols)."""
+        means, scales = self._hyper_params(z_stream, z_shape)
+        y_hat, symbols = self.charm.decompress(y_stream, means, scales)
+        g_param = next(self.g_s.parameters())
+        y_hat = y_hat.to(device=g_param.device, dtype=g_param.dtype)
+        x_hat = self.synthesize(y_hat, torch.tensor([float(quality)]))
+        h, w = size
+        return x_hat[..., :h, :w].clamp_(0, 1), symbols

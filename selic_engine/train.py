@@ -1,0 +1,47 @@
+"""`python -m selic_engine.train` / `selic train`: train, resume or adapt a SELIC model."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from pathlib import Path
+
+from .config import TrainConfig
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="selic train",
+        description="Train a SELIC model on a folder of photos with captions.tsv. "
+        "Flags override the fields of --config (a JSON file of TrainConfig fields).",
+    )
+    p.add_argument("--config", type=Path, help="JSON file with TrainConfig fields")
+    for f in dataclasses.fields(TrainConfig):
+        flag = "--" + f.name.replace("_", "-")
+        if f.type in ("bool", bool):
+            p.add_argument(flag, action="store_true", default=None, help=f"(default {f.default})")
+        else:
+            kind = {"int": int, "float": float, "str": str}[f.type if isinstance(f.type, str) else f.type.__name__]
+            p.add_argument(flag, type=kind, default=None, help=f"(default {f.default!r})")
+    return p
+
+
+def config_from_args(argv: list[str] | None = None) -> TrainConfig:
+    args = parser().parse_args(argv)
+    values = json.loads(args.config.read_text()) if args.config else {}
+    for f in dataclasses.fields(TrainConfig):
+        v = getattr(args, f.name)
+        if v is not None:
+            values[f.name] = v
+    return TrainConfig(**values)
+
+
+def main(argv: list[str] | None = None) -> None:
+    from .training.loop import train
+
+    print(train(config_from_args(argv)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,214 @@
+"""The training loop: variable-rate R + lambda*255^2*MSE, Adam, clipping, resumable checkpoints, DDP."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from ..config import QUALITY_MAX, QUALITY_MIN, TrainConfig, preset
+from ..model import SelicModel
+from ..model.gain import lambda_for
+from ..model.io import load_weights, save_weights
+from ..weights import shipped_weights_path
+from . import checkpoint
+from .captions import embed_captions
+from .data import CropStream, list_images, load_rgb, read_captions, split_holdout
+
+VAL_QUALITIES = (1.0, 4.0, 8.0)
+ENCODER_SIDE = ("g_a", "fusion", "h_a")  # what --adapter trains; h_a feeds z, coded by frozen tables
+
+
+def rd_loss(out: dict, x: torch.Tensor, lam: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-sample bpp and MSE; loss = mean(bpp + lambda * 255^2 * mse)."""
+    pixels = x.shape[-2] * x.shape[-1]
+    bpp = sum(-torch.log2(v).flatten(1).sum(1) for v in out["likelihoods"].values()) / pixels
+    mse = (out["x_hat"] - x).pow(2).flatten(1).mean(1)
+    loss = (bpp + lam.to(x.device) * 255**2 * mse).mean()
+    return loss, bpp.detach(), mse.detach()
+
+
+def encoder_embeddings(cfg: TrainConfig, captions: dict[str, list[str]]):
+    from ..semantic import registry
+
+    embedder = registry.embedder(cfg.embedder)
+    return embed_captions(captions, embedder.name, embedder.embed)
+
+
+@torch.no_grad()
+def validate(model: SelicModel, images: list[torch.Tensor]) -> dict[str, dict[str, float]]:
+    """Estimated bpp (rounded latents, model likelihoods) and PSNR on held-out images, per quality."""
+    model.eval()
+    result = {}
+    for q in VAL_QUALITIES:
+        bpps, psnrs = [], []
+        for x in images:
+            out = model(x, torch.full((1,), q))
+            _, bpp, mse = rd_loss(out, x, torch.zeros(1))
+            mse_q = (out["x_hat"].clamp(0, 1) - x).pow(2).mean()
+            bpps.append(bpp.item())
+            psnrs.append(-10 * math.log10(max(mse_q.item(), 1e-10)))
+        result[f"q{q:g}"] = {"bpp": sum(bpps) / len(bpps), "psnr": sum(psnrs) / len(psnrs)}
+    model.train()
+    return result
+
+
+def _val_images(root: Path, paths: list[str]) -> list[torch.Tensor]:
+    out = []
+    for p in paths:
+        img = load_rgb(root / p)
+        w, h = img.size
+        s = 256
+        img = img.crop(((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s))
+        out.append(torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1).contiguous()[None].float() / 255)
+    return out
+
+
+def _distributed() -> tuple[int, int, torch.device]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    rank = dist.get_rank() if dist.is_initialized() else 0
+    if torch.cuda.is_available():
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local)
+        return rank, world, torch.device("cuda", local)
+    return rank, world, torch.device("cpu")
+
+
+def train(cfg: TrainConfig) -> Path:
+    """Run until cfg.steps; returns the path of the last checkpoint."""
+    rank, world, device = _distributed()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed + rank)
+    out_dir = Path(cfg.out)
+    last = out_dir / "last.pt"
+    root = Path(cfg.data)
+    captions = read_captions(Path(cfg.captions) if cfg.captions else root / "captions.tsv")
+    matrix, caption_ids = encoder_embeddings(cfg, captions)
+    embeddings = torch.from_numpy(matrix)
+
+    model_cfg = preset(cfg.preset)
+    model = SelicModel(model_cfg)
+    resume = cfg.resume
+    if resume == "auto":
+        resume = str(last) if last.exists() else ""
+        if not resume and not cfg.init_weights and shipped_weights_path(cfg.preset).exists():
+            cfg.init_weights = str(shipped_weights_path(cfg.preset))
+    state = checkpoint.load(Path(resume)) if resume else None
+    if state is not None:
+        if state["config"] != model_cfg.to_json():
+            raise ValueError(f"checkpoint {resume} was trained with another model config")
+        model.load_state_dict(state["model"])
+    elif cfg.init_weights:
+        loaded, _ = load_weights(Path(cfg.init_weights))
+        if loaded.config != model_cfg:
+            raise ValueError(f"{cfg.init_weights} holds config {loaded.config.name!r}, not preset {cfg.preset!r}")
+        model.load_state_dict(loaded.state_dict())
+    if model_cfg.text_dim != embeddings.shape[1]:
+        raise ValueError(f"embedder gives {embeddings.shape[1]}-d vectors, model expects {model_cfg.text_dim}")
+    model.to(device).train()
+
+    if cfg.adapter:
+        for name, p in model.named_parameters():
+            p.requires_grad_(name.split(".", 1)[0] in ENCODER_SIDE)
+    net_params = [p for n, p in model.named_parameters() if p.requires_grad and not n.endswith(".quantiles")]
+    aux_params = [p for n, p in model.named_parameters() if n.endswith(".quantiles") and not cfg.adapter]
+    optimizer = torch.optim.Adam(net_params, lr=cfg.lr)
+    aux_optimizer = torch.optim.Adam(aux_params, lr=cfg.aux_lr) if aux_params else None
+    step = 0
+    if state is not None:
+        optimizer.load_state_dict(state["optimizer"])
+        if aux_optimizer is not None and "aux_optimizer" in state:
+            aux_optimizer.load_state_dict(state["aux_optimizer"])
+        step = int(state["step"])
+        checkpoint.set_rng_state(state["rng"])
+    ddp = DistributedDataParallel(model) if world > 1 else model
+
+    train_paths, val_paths = split_holdout(list_images(root), cfg.val_images)
+    stream = CropStream(root, train_paths, caption_ids, cfg.batch_size, cfg.crop, cfg.min_crop,
+                        cfg.caption_dropout, cfg.seed + 1000 * step)
+    loader = iter(DataLoader(stream, batch_size=None, num_workers=cfg.workers,
+                             persistent_workers=cfg.workers > 0, prefetch_factor=4 if cfg.workers else None))
+    val_images = _val_images(root, val_paths) if rank == 0 else []
+    log = None
+    if rank == 0:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        log = open(out_dir / "log.jsonl", "a")
+
+    def save_checkpoint() -> None:
+        if rank:
+            return
+        payload = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
+                   "rng": checkpoint.rng_state(), "config": model_cfg.to_json(), "train_config": json.dumps(vars(cfg))}
+        if aux_optimizer is not None:
+            payload["aux_optimizer"] = aux_optimizer.state_dict()
+        checkpoint.save(last, payload)
+
+    bar = tqdm(total=cfg.steps, initial=step, disable=rank != 0, unit="step", smoothing=0.05)
+    t0 = time.time()
+    while step < cfg.steps:
+        lr = cfg.lr * (0.1 if cfg.lr_decay_at and step >= cfg.lr_decay_at else 1.0)
+        for g in optimizer.param_groups:
+            g["lr"] = lr
+        x, ids, has_caption = next(loader)
+        x = x.to(device)
+        quality = QUALITY_MIN + torch.rand(x.shape[0]) * (QUALITY_MAX - QUALITY_MIN)
+        lam = lambda_for(quality, model_cfg.lambdas)
+        out = ddp(x, quality, embeddings[ids].to(device), has_caption.to(device))
+        loss, bpp, mse = rd_loss(out, x, lam)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.clip_grad:
+            torch.nn.utils.clip_grad_norm_(net_params, cfg.clip_grad)
+        optimizer.step()
+        if aux_optimizer is not None:
+            aux_optimizer.zero_grad(set_to_none=True)
+            model.aux_loss().backward()
+            aux_optimizer.step()
+        step += 1
+        bar.update(1)
+        if rank == 0:
+            bar.set_postfix(loss=f"{loss.item():.3f}", bpp=f"{bpp.mean().item():.3f}",
+                            img_s=f"{cfg.batch_size * world * (bar.n - bar.initial) / (time.time() - t0):.1f}")
+            if step % 50 == 0:
+                log.write(json.dumps({"step": step, "loss": loss.item(), "bpp": bpp.mean().item(),
+                                      "mse": mse.mean().item(), "lr": lr, "time": time.time()}) + "\n")
+                log.flush()
+            if step % cfg.ckpt_every == 0 or step == cfg.steps:
+                save_checkpoint()
+            if cfg.val_every and (step % cfg.val_every == 0 or step == cfg.steps):
+                v = validate(model, val_images)
+                log.write(json.dumps({"step": step, "val": v, "time": time.time()}) + "\n")
+                log.flush()
+                bar.write(f"step {step} val " + " ".join(f"{k}: {r['bpp']:.3f} bpp {r['psnr']:.2f} dB" for k, r in v.items()))
+    bar.close()
+    save_checkpoint()
+    if dist.is_initialized():
+        dist.barrier()
+    return last
+
+
+def export(checkpoint_path: Path, out: Path, preset_name: str | None = None) -> str:
+    """Checkpoint -> shipped safetensors weights with updated entropy tables; refuses a config mismatch."""
+    state = checkpoint.load(checkpoint_path)
+    cfg = preset(preset_name) if preset_name else None
+    from ..config import ModelConfig
+
+    ckpt_cfg = ModelConfig.from_json(state["config"])
+    if cfg is not None and cfg != ckpt_cfg:
+        raise ValueError(f"checkpoint config {ckpt_cfg.name!r} does not match preset {cfg.name!r}")
+    model = SelicModel(ckpt_cfg)
+    model.load_state_dict(state["model"])
+    model.update(force=True)
+    return save_weights(model.eval(), out, {"step": str(state["step"])})
