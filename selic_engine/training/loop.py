@@ -38,9 +38,9 @@ def rd_loss(out: dict, x: torch.Tensor, lam: torch.Tensor) -> tuple[torch.Tensor
 
 
 def encoder_embeddings(cfg: TrainConfig, captions: dict[str, list[str]]):
-    from ..semantic import registry
+    from ..semantic.defaults import embedder_from_setting
 
-    embedder = registry.embedder(cfg.embedder)
+    embedder = embedder_from_setting(cfg.embedder)
     return embed_captions(captions, embedder.name, embedder.embed)
 
 

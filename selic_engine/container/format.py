@@ -1,0 +1,166 @@
+"""The .selic container: magic, version, typed chunks, CRC-32 trailer. See docs/format.md.
+
+Parsing validates every length against the bytes actually present before slicing or
+allocating anything, so a hostile header cannot make the reader allocate or loop.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from dataclasses import dataclass, field
+
+MAGIC = b"\x89SELIC\r\n"
+VERSION = 1
+MAX_DIMENSION = 1 << 20  # per side; the pixel-count limit is Pillow's MAX_IMAGE_PIXELS, applied by callers
+
+MODES = ("RGB", "L", "RGBA", "LA")  # original image mode, by code
+_HEAD = struct.Struct("<8sIIBH8s")  # model id, width, height, mode code, quality*1000, symbol hash
+_CHUNK = struct.Struct("<4sI")
+_CRC = struct.Struct("<I")
+METADATA_CHUNKS = {"icc_profile": b"ICCP", "exif": b"EXIF", "xmp": b"XMP ", "caption": b"CAPT"}
+REQUIRED = (b"HEAD", b"ZSTR", b"YSTR")
+KNOWN = {*REQUIRED, b"ALPH", *METADATA_CHUNKS.values()}
+
+
+class SelicFormatError(ValueError):
+    """The bytes are not a valid .selic file (bad magic, truncated, damaged, inconsistent)."""
+
+
+class UnsupportedVersionError(SelicFormatError):
+    """The file is a .selic file of a version this reader does not know."""
+
+
+@dataclass
+class Header:
+    model_id: str  # 16 hex digits: sha256 prefix of the decoder weights
+    width: int
+    height: int
+    mode: str
+    quality: float
+    symbol_hash: bytes  # 8 bytes: blake2b of the decoded y symbols
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return self.width, self.height
+
+
+@dataclass
+class SelicFile:
+    header: Header
+    z_stream: bytes
+    y_stream: bytes
+    alpha: bytes | None = None  # zlib-compressed 8-bit alpha plane
+    metadata: dict[str, bytes] = field(default_factory=dict)  # keys of METADATA_CHUNKS
+
+
+def quantize_quality(quality: float) -> float:
+    """Qualities are stored in thousandths; the encoder uses the stored value so both sides agree."""
+    return round(float(quality) * 1000) / 1000
+
+
+def _chunk(kind: bytes, payload: bytes) -> bytes:
+    return _CHUNK.pack(kind, len(payload)) + payload
+
+
+def pack(f: SelicFile) -> bytes:
+    h = f.header
+    if h.mode not in MODES:
+        raise ValueError(f"mode {h.mode!r} cannot be stored; one of {MODES}")
+    head = _HEAD.pack(bytes.fromhex(h.model_id), h.width, h.height, MODES.index(h.mode),
+                      round(h.quality * 1000), h.symbol_hash)
+    parts = [MAGIC, bytes([VERSION]), _chunk(b"HEAD", head), _chunk(b"ZSTR", f.z_stream), _chunk(b"YSTR", f.y_stream)]
+    if f.alpha is not None:
+        parts.append(_chunk(b"ALPH", f.alpha))
+    for key, kind in METADATA_CHUNKS.items():
+        if f.metadata.get(key):
+            parts.append(_chunk(kind, f.metadata[key]))
+    body = b"".join(parts)
+    return body + _CRC.pack(zlib.crc32(body))
+
+
+def accept(prefix: bytes) -> bool:
+    """True when the first bytes are the .selic magic (Pillow's _accept)."""
+    return prefix[: len(MAGIC)] == MAGIC
+
+
+def _iter_chunks(data: bytes, start: int, end: int):
+    pos = start
+    while pos < end:
+        if end - pos < _CHUNK.size:
+            raise SelicFormatError(f"truncated chunk header at byte {pos}")
+        kind, length = _CHUNK.unpack_from(data, pos)
+        pos += _CHUNK.size
+        if length > end - pos:
+            raise SelicFormatError(f"chunk {kind!r} claims {length} bytes, only {end - pos} remain")
+        yield kind, pos, length
+        pos += length
+
+
+def _header(data: bytes, pos: int, length: int) -> Header:
+    if length != _HEAD.size:
+        raise SelicFormatError(f"HEAD chunk has {length} bytes, expected {_HEAD.size}")
+    mid, width, height, mode, q1000, symbol_hash = _HEAD.unpack_from(data, pos)
+    if not (0 < width <= MAX_DIMENSION and 0 < height <= MAX_DIMENSION):
+        raise SelicFormatError(f"invalid image size {width}x{height}")
+    if mode >= len(MODES):
+        raise SelicFormatError(f"unknown mode code {mode}")
+    if not 1000 <= q1000 <= 8000:
+        raise SelicFormatError(f"quality {q1000 / 1000} out of range 1..8")
+    return Header(mid.hex(), width, height, MODES[mode], q1000 / 1000, symbol_hash)
+
+
+def _check_prefix(data: bytes) -> None:
+    if not accept(data):
+        raise SelicFormatError("not a .selic file (bad magic)")
+    if len(data) < len(MAGIC) + 1:
+        raise SelicFormatError("truncated .selic file")
+    if data[len(MAGIC)] != VERSION:
+        raise UnsupportedVersionError(
+            f".selic format version {data[len(MAGIC)]} is not supported by this reader (it reads version {VERSION}); "
+            "upgrade selic"
+        )
+
+
+def read_header(data: bytes) -> Header:
+    """Header only, from a prefix of the file: what Image.open and probe need, no CRC check."""
+    _check_prefix(data)
+    start = len(MAGIC) + 1
+    if len(data) < start + _CHUNK.size + _HEAD.size:
+        raise SelicFormatError("truncated .selic header")
+    kind, length = _CHUNK.unpack_from(data, start)
+    if kind != b"HEAD":
+        raise SelicFormatError("first chunk is not HEAD")
+    return _header(data, start + _CHUNK.size, length)
+
+
+def unpack(data: bytes) -> SelicFile:
+    """Parse and verify a whole file (CRC first, then structure)."""
+    data = bytes(data)
+    _check_prefix(data)
+    if len(data) < len(MAGIC) + 1 + _CRC.size:
+        raise SelicFormatError("truncated .selic file")
+    end = len(data) - _CRC.size
+    (crc,) = _CRC.unpack_from(data, end)
+    if zlib.crc32(memoryview(data)[:end]) != crc:
+        raise SelicFormatError("CRC mismatch: the file is damaged or truncated")
+    chunks: dict[bytes, bytes] = {}
+    for kind, pos, length in _iter_chunks(data, len(MAGIC) + 1, end):
+        if kind in chunks:
+            raise SelicFormatError(f"duplicate chunk {kind!r}")
+        if kind not in KNOWN:
+            if kind[:1].isupper():
+                raise SelicFormatError(f"unknown critical chunk {kind!r}")
+            continue  # ancillary chunk from a newer writer
+        if not chunks and kind != b"HEAD":
+            raise SelicFormatError("first chunk is not HEAD")
+        chunks[kind] = data[pos : pos + length]
+    missing = [k.decode() for k in REQUIRED if k not in chunks]
+    if missing:
+        raise SelicFormatError(f"missing chunks: {', '.join(missing)}")
+    header = _header(chunks[b"HEAD"], 0, len(chunks[b"HEAD"]))
+    has_alpha = header.mode in ("RGBA", "LA")
+    if has_alpha != (b"ALPH" in chunks):
+        raise SelicFormatError(f"mode {header.mode} and the presence of an alpha chunk disagree")
+    metadata = {key: chunks[kind] for key, kind in METADATA_CHUNKS.items() if kind in chunks}
+    return SelicFile(header, chunks[b"ZSTR"], chunks[b"YSTR"], chunks.get(b"ALPH"), metadata)

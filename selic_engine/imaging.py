@@ -1,0 +1,81 @@
+"""Pixels in and out of the codec: mode policy, alpha planes, tensor conversion.
+
+Mode policy (also in README): RGB and L are coded as they are; RGBA and LA keep their alpha
+losslessly in a PNG-compressed plane; P/PA become RGB(A) with their transparency; 1 becomes L;
+CMYK, YCbCr, LAB and HSV become RGB; RGBa/La are un-premultiplied. High-bit-depth and float
+modes (I;16*, I, F) are refused: selic stores 8-bit images and will not drop bits silently.
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import torch
+from PIL import Image
+
+CONVERT = {"1": "L", "CMYK": "RGB", "YCbCr": "RGB", "LAB": "RGB", "HSV": "RGB", "RGBa": "RGBA", "La": "LA",
+           "RGBX": "RGB", "PA": "RGBA"}
+
+
+def as_pil(image: Image.Image | np.ndarray) -> Image.Image:
+    """Accept a PIL image or an (H, W), (H, W, 1/3/4) uint8 array."""
+    if isinstance(image, Image.Image):
+        return image
+    arr = np.asarray(image)
+    if arr.dtype != np.uint8:
+        raise ValueError(f"arrays must be uint8, got {arr.dtype}")
+    if arr.ndim == 3 and arr.shape[2] == 1:
+        arr = arr[:, :, 0]
+    if arr.ndim == 2:
+        return Image.fromarray(arr, "L")
+    if arr.ndim == 3 and arr.shape[2] in (2, 3, 4):
+        return Image.fromarray(arr, {2: "LA", 3: "RGB", 4: "RGBA"}[arr.shape[2]])
+    raise ValueError(f"expected an (H, W) or (H, W, C) image array with C in 1..4, got shape {arr.shape}")
+
+
+def normalize_mode(image: Image.Image) -> Image.Image:
+    """Bring any Pillow mode to one of RGB, L, RGBA, LA, or raise ValueError saying why not."""
+    mode = image.mode
+    if mode in ("RGB", "L", "RGBA", "LA"):
+        return image
+    if mode == "P":
+        return image.convert("RGBA" if "transparency" in image.info else "RGB")
+    if mode in CONVERT:
+        return image.convert(CONVERT[mode])
+    raise ValueError(
+        f"selic stores 8-bit RGB, L, RGBA or LA images; mode {mode!r} would lose bit depth or meaning. "
+        "Convert it explicitly first (for example img.convert('RGB') or img.convert('L'))."
+    )
+
+
+def split(image: Image.Image) -> tuple[torch.Tensor, bytes | None]:
+    """-> (1, 3, H, W) float tensor in [0, 1], PNG bytes of the alpha plane or None."""
+    alpha = None
+    if image.mode in ("RGBA", "LA"):
+        buf = io.BytesIO()
+        image.getchannel("A").save(buf, format="PNG", optimize=True)
+        alpha = buf.getvalue()
+    rgb = np.asarray(image.convert("RGB"))
+    # NCHW-contiguous: channels_last inputs crash conv kernels in this torch build (seen here)
+    x = torch.from_numpy(rgb.copy()).permute(2, 0, 1).contiguous()[None].float().div_(255)
+    return x, alpha
+
+
+def merge(x_hat: torch.Tensor, mode: str, alpha: bytes | None) -> Image.Image:
+    """(1, 3, H, W) in [0, 1] + stored alpha -> a PIL image in the original mode."""
+    rgb = x_hat[0].mul(255).round_().clamp_(0, 255).to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+    image = Image.fromarray(np.ascontiguousarray(rgb), "RGB")
+    if mode in ("L", "LA"):
+        image = image.convert("L")
+    if alpha is not None:
+        try:
+            with Image.open(io.BytesIO(alpha), formats=["PNG"]) as a:
+                a.load()
+                plane = a if a.mode == "L" else None
+        except (OSError, SyntaxError, ValueError) as exc:
+            raise ValueError(f"damaged alpha plane: {exc}") from exc
+        if plane is None or plane.size != image.size:
+            raise ValueError("alpha plane does not match the image")
+        image.putalpha(plane)
+    return image

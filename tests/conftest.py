@@ -1,0 +1,66 @@
+"""Shared fixtures: a tiny randomly initialised SELIC model registered with the engine."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("SELIC_CAPTIONER", "none")  # no BLIP download attempts in tests unless a test asks
+os.environ.setdefault("SELIC_DEVICE", "cpu")
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+KODAK = SHARED / "kodak"
+TINY = dict(name="tiny", N=16, M=32, Nz=16, slices=2, charm_hidden=16, text_dim=384)
+
+
+def build_tiny(seed: int = 0, **changes):
+    import torch
+
+    from selic_engine.config import ModelConfig
+    from selic_engine.model import SelicModel
+
+    torch.manual_seed(seed)
+    model = SelicModel(ModelConfig(**{**TINY, **changes}))
+    with torch.no_grad():  # scale the random latent up so that it quantizes to many distinct symbols
+        model.gains.log_gain += 4.0
+        model.gains.log_inv_gain -= 4.0
+    model.update(force=True)
+    return model.eval()
+
+
+@pytest.fixture(scope="session")
+def tiny_engine():
+    """A registered tiny model: encode with model=tiny_engine.model_id; decode finds it by id."""
+    from selic_engine import register_model
+
+    return register_model(build_tiny())
+
+
+@pytest.fixture(scope="session")
+def tiny_weights(tmp_path_factory, tiny_engine):
+    """The tiny model written as a .safetensors weights file."""
+    from selic_engine.model.io import save_weights
+
+    path = tmp_path_factory.mktemp("weights") / "tiny.safetensors"
+    save_weights(build_tiny(), path)
+    return path
+
+
+@pytest.fixture
+def photo() -> np.ndarray:
+    """A smooth synthetic 'photo' with edges, odd size on purpose (not a multiple of 64)."""
+    h, w = 77, 101
+    yy, xx = np.mgrid[0:h, 0:w]
+    r = 128 + 100 * np.sin(xx / 9.0)
+    g = 128 + 100 * np.cos(yy / 7.0)
+    b = np.where((xx - 50) ** 2 + (yy - 38) ** 2 < 400, 230, 40)
+    return np.stack([r, g, b], -1).clip(0, 255).astype(np.uint8)
+
+
+def kodak_or_skip() -> Path:
+    if not KODAK.is_dir():
+        pytest.skip(f"Kodak images not found at {KODAK} (../shared/data is only on development machines)")
+    return KODAK
