@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Literal
 
 FusionMode = Literal["concat", "add", "mul", "none"]
@@ -67,17 +68,20 @@ PRESETS: dict[str, ModelConfig] = {
 
 
 def preset(name: str) -> ModelConfig:
-    try:
+    """A preset name, or a JSON file {"base": preset, field: value, ...} for variants (ablations, tests)."""
+    if name in PRESETS:
         return PRESETS[name]
-    except KeyError:
-        raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}") from None
+    if name.endswith(".json"):
+        fields = json.loads(Path(name).read_text())
+        return PRESETS[fields.pop("base", "small")].replace(**fields)
+    raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)} or a .json variant file")
 
 
 @dataclass
 class TrainConfig:
     """A training run; `selic train --config FILE.json` fills it, flags override single fields."""
 
-    preset: str = "small"
+    preset: str = "small"  # a preset name or a .json variant file (see config.preset)
     data: str = "../shared/data/train"
     captions: str = ""  # default: <data>/captions.tsv
     out: str = "runs/selic-small"  # checkpoints and logs (keep it outside the repo's tracked files)

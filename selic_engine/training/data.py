@@ -55,6 +55,7 @@ class CropStream(IterableDataset):
 
     Caption ids index the precomputed embedding matrix; -1 means no caption (dropout).
     One crop size per batch, drawn from [min_crop, crop] in steps of 64.
+    Workers share the pool copy-on-write (it is loaded before they fork).
     """
 
     def __init__(
@@ -67,6 +68,7 @@ class CropStream(IterableDataset):
         min_crop: int,
         caption_dropout: float,
         seed: int,
+        start_step: int = 0,
     ) -> None:
         self.images = [load_rgb(root / p) for p in paths]
         self.caption_ids = [caption_ids.get(p, []) for p in paths]
@@ -74,6 +76,7 @@ class CropStream(IterableDataset):
         self.sizes = list(range(min_crop, crop + 1, 64)) or [crop]
         self.caption_dropout = caption_dropout
         self.seed = seed
+        self.start_step = start_step
 
     def _sample(self, rng: random.Random, size: int) -> tuple[np.ndarray, int]:
         i = rng.randrange(len(self.images))
@@ -93,15 +96,22 @@ class CropStream(IterableDataset):
         cap = rng.choice(caps) if caps and rng.random() >= self.caption_dropout else -1
         return arr, cap
 
+    def batch(self, step: int, rank: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The batch of a given step is a pure function of (seed, rank, step): resuming replays it exactly."""
+        rng = random.Random(f"{self.seed}-{rank}-{step}")
+        size = rng.choice(self.sizes)
+        arrs, caps = zip(*(self._sample(rng, size) for _ in range(self.batch_size)), strict=True)
+        # NCHW-contiguous: channels_last inputs crash conv backward in this torch build (seen here)
+        x = torch.from_numpy(np.stack(arrs)).permute(0, 3, 1, 2).contiguous().float().div_(255)
+        ids = torch.tensor(caps, dtype=torch.long)
+        return x, ids.clamp(min=0), ids >= 0
+
     def __iter__(self):
         info = get_worker_info()
-        worker = info.id if info else 0
+        worker, workers = (info.id, info.num_workers) if info else (0, 1)
         rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
-        rng = random.Random(f"{self.seed}-{rank}-{worker}-{torch.initial_seed()}")
+        # DataLoader takes one batch from each worker in turn, so worker w serves steps w, w+W, ...
+        step = self.start_step + worker
         while True:
-            size = rng.choice(self.sizes)
-            arrs, caps = zip(*(self._sample(rng, size) for _ in range(self.batch_size)))
-            # NCHW-contiguous: channels_last inputs crash conv backward in this torch build (seen here)
-            x = torch.from_numpy(np.stack(arrs)).permute(0, 3, 1, 2).contiguous().float().div_(255)
-            ids = torch.tensor(caps, dtype=torch.long)
-            yield x, ids.clamp(min=0), ids >= 0
+            yield self.batch(step, rank)
+            step += workers

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -15,7 +16,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from ..config import QUALITY_MAX, QUALITY_MIN, TrainConfig, preset
+from ..config import QUALITY_MAX, QUALITY_MIN, ModelConfig, TrainConfig, preset
 from ..model import SelicModel
 from ..model.gain import lambda_for
 from ..model.io import load_weights, save_weights
@@ -37,11 +38,36 @@ def rd_loss(out: dict, x: torch.Tensor, lam: torch.Tensor) -> tuple[torch.Tensor
     return loss, bpp.detach(), mse.detach()
 
 
-def encoder_embeddings(cfg: TrainConfig, captions: dict[str, list[str]]):
-    from ..semantic.defaults import embedder_from_setting
+def encoder_embeddings(cfg: TrainConfig, captions: dict[str, list[str]]) -> tuple[np.ndarray, dict[str, list[int]]]:
+    """Caption vectors from cfg.embedder: "minilm", "bert", a model folder, or "hook" (the selic_embed_text
+    plugins, cached under selic_text_embedder_info's name)."""
+    from ..semantic import training_embedder
 
-    embedder = embedder_from_setting(cfg.embedder)
-    return embed_captions(captions, embedder.name, embedder.embed)
+    name, embed = training_embedder(cfg.embedder)
+    return embed_captions(captions, name, embed)
+
+
+def adapter_config(state: dict | None, init: SelicModel | None, text_dim: int) -> ModelConfig:
+    """--adapter: the config of the model being adapted, with the new embedder's text dimension.
+
+    Only the encoder side (fusion included) depends on text_dim, so the decoder and the model id do not change.
+    """
+    if state is not None:
+        return ModelConfig.from_json(state["config"]).replace(text_dim=text_dim)
+    if init is None:
+        raise ValueError("--adapter adapts a trained model: pass --init-weights MODEL.safetensors (or --resume)")
+    return init.config.replace(text_dim=text_dim)
+
+
+def load_for_adapter(model: SelicModel, state: dict[str, torch.Tensor]) -> None:
+    """Load trained weights into a model whose text dimension may differ: the fusion tensors shaped by it start
+    fresh; any other mismatch still raises (entropy tables are resized by compressai's load_state_dict)."""
+    own = model.state_dict()
+    fresh = {k for k, v in state.items() if k.startswith("fusion.") and k in own and own[k].shape != v.shape}
+    result = model.load_state_dict({k: v for k, v in state.items() if k not in fresh}, strict=False)
+    if set(result.missing_keys) != fresh or result.unexpected_keys:
+        raise ValueError(f"weights do not match the model: missing {result.missing_keys}, "
+                         f"unexpected {result.unexpected_keys}")
 
 
 @torch.no_grad()
@@ -99,24 +125,29 @@ def train(cfg: TrainConfig) -> Path:
     embeddings = torch.from_numpy(matrix)
 
     model_cfg = preset(cfg.preset)
-    model = SelicModel(model_cfg)
     resume = cfg.resume
     if resume == "auto":
         resume = str(last) if last.exists() else ""
         if not resume and not cfg.init_weights and shipped_weights_path(cfg.preset).exists():
             cfg.init_weights = str(shipped_weights_path(cfg.preset))
     state = checkpoint.load(Path(resume)) if resume else None
+    loaded = load_weights(Path(cfg.init_weights))[0] if state is None and cfg.init_weights else None
+    if cfg.adapter:
+        model_cfg = adapter_config(state, loaded, embeddings.shape[1])
+    model = SelicModel(model_cfg)
     if state is not None:
         if state["config"] != model_cfg.to_json():
             raise ValueError(f"checkpoint {resume} was trained with another model config")
         model.load_state_dict(state["model"])
-    elif cfg.init_weights:
-        loaded, _ = load_weights(Path(cfg.init_weights))
+    elif loaded is not None and cfg.adapter:
+        load_for_adapter(model, loaded.state_dict())
+    elif loaded is not None:
         if loaded.config != model_cfg:
             raise ValueError(f"{cfg.init_weights} holds config {loaded.config.name!r}, not preset {cfg.preset!r}")
         model.load_state_dict(loaded.state_dict())
     if model_cfg.text_dim != embeddings.shape[1]:
-        raise ValueError(f"embedder gives {embeddings.shape[1]}-d vectors, model expects {model_cfg.text_dim}")
+        raise ValueError(f"embedder gives {embeddings.shape[1]}-d vectors, model expects {model_cfg.text_dim}; "
+                         "train an encoder adapter for it with --adapter")
     model.to(device).train()
 
     if cfg.adapter:
@@ -132,12 +163,16 @@ def train(cfg: TrainConfig) -> Path:
         if aux_optimizer is not None and "aux_optimizer" in state:
             aux_optimizer.load_state_dict(state["aux_optimizer"])
         step = int(state["step"])
-        checkpoint.set_rng_state(state["rng"])
+    if world > 1:
+        # quantiles only get gradients from the aux loss, run outside DDP's forward; every rank computes the same
+        # aux gradient from identical weights, so they stay in step without the reducer.
+        DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(
+            model, [n for n, _ in model.named_parameters() if n.endswith(".quantiles")])
     ddp = DistributedDataParallel(model) if world > 1 else model
 
     train_paths, val_paths = split_holdout(list_images(root), cfg.val_images)
     stream = CropStream(root, train_paths, caption_ids, cfg.batch_size, cfg.crop, cfg.min_crop,
-                        cfg.caption_dropout, cfg.seed + 1000 * step)
+                        cfg.caption_dropout, cfg.seed, start_step=step)
     loader = iter(DataLoader(stream, batch_size=None, num_workers=cfg.workers,
                              persistent_workers=cfg.workers > 0, prefetch_factor=4 if cfg.workers else None))
     val_images = _val_images(root, val_paths) if rank == 0 else []
@@ -155,6 +190,8 @@ def train(cfg: TrainConfig) -> Path:
             payload["aux_optimizer"] = aux_optimizer.state_dict()
         checkpoint.save(last, payload)
 
+    if state is not None:  # last: building the DataLoader iterator draws from the torch RNG
+        checkpoint.set_rng_state(state["rng"])
     bar = tqdm(total=cfg.steps, initial=step, disable=rank != 0, unit="step", smoothing=0.05)
     t0 = time.time()
     while step < cfg.steps:
@@ -195,20 +232,39 @@ def train(cfg: TrainConfig) -> Path:
     bar.close()
     save_checkpoint()
     if dist.is_initialized():
-        dist.barrier()
+        check_replicas(model, out_dir, rank, world)
     return last
+
+
+def check_replicas(model: SelicModel, out_dir: Path, rank: int, world: int) -> None:
+    """DDP must keep every replica identical; gather a weights checksum from each rank and record them."""
+    digest = hashlib.sha256(b"".join(p.detach().cpu().numpy().tobytes() for p in model.parameters())).hexdigest()
+    digests: list[str | None] = [None] * world
+    dist.all_gather_object(digests, digest)
+    if rank == 0:
+        (out_dir / "replicas.json").write_text(json.dumps(digests))
+    if len(set(digests)) != 1:
+        raise RuntimeError(f"DDP replicas diverged: {digests}")
 
 
 def export(checkpoint_path: Path, out: Path, preset_name: str | None = None) -> str:
     """Checkpoint -> shipped safetensors weights with updated entropy tables; refuses a config mismatch."""
     state = checkpoint.load(checkpoint_path)
     cfg = preset(preset_name) if preset_name else None
-    from ..config import ModelConfig
-
     ckpt_cfg = ModelConfig.from_json(state["config"])
     if cfg is not None and cfg != ckpt_cfg:
         raise ValueError(f"checkpoint config {ckpt_cfg.name!r} does not match preset {cfg.name!r}")
     model = SelicModel(ckpt_cfg)
     model.load_state_dict(state["model"])
     model.update(force=True)
-    return save_weights(model.eval(), out, {"step": str(state["step"])})
+    mid = save_weights(model.eval(), out, {"step": str(state["step"])})
+    record_in_manifest(out, mid)
+    return mid
+
+
+def record_in_manifest(weights: Path, mid: str) -> None:
+    """manifest.json beside the weights records their sha256: the engine refuses shipped files that differ."""
+    manifest = weights.parent / "manifest.json"
+    entries = json.loads(manifest.read_text()) if manifest.exists() else {}
+    entries[weights.name] = {"sha256": hashlib.sha256(weights.read_bytes()).hexdigest(), "model_id": mid}
+    manifest.write_text(json.dumps(entries, indent=2, sort_keys=True) + "\n")

@@ -1,0 +1,83 @@
+"""Training: exact resume, DDP replicas, export (a handful of steps on a generated dataset)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from selic_engine.config import TrainConfig
+from selic_engine.training import checkpoint
+from selic_engine.training.loop import export, train
+
+from .conftest import TINY
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("pool")
+    rng = np.random.default_rng(0)
+    rows = ["path\tcaption"]
+    for i in range(8):
+        h, w = int(rng.integers(90, 140)), int(rng.integers(90, 140))
+        base = rng.integers(0, 256, (h // 8 + 1, w // 8 + 1, 3), dtype=np.uint8)
+        img = Image.fromarray(base).resize((w, h), Image.Resampling.BICUBIC)
+        sub = "a" if i % 2 else "b"
+        (root / sub).mkdir(exist_ok=True)
+        img.save(root / sub / f"img{i}.png")
+        rows.append(f"{sub}/img{i}.png\ta blurry test picture number {i}")
+    (root / "captions.tsv").write_text("\n".join(rows) + "\n")
+    (root / "tiny.json").write_text(json.dumps({"base": "small", **TINY}))
+    return root
+
+
+def config(dataset: Path, out: Path, **changes) -> TrainConfig:
+    values = dict(preset=str(dataset / "tiny.json"), data=str(dataset), out=str(out), batch_size=2, crop=64,
+                  min_crop=64, workers=0, val_every=2, val_images=2, ckpt_every=1, steps=4, threads=1)
+    return TrainConfig(**{**values, **changes})
+
+
+def test_resume_is_exact(dataset, tmp_path):
+    straight = checkpoint.load(train(config(dataset, tmp_path / "a")))
+    train(config(dataset, tmp_path / "b", steps=2))
+    resumed = checkpoint.load(train(config(dataset, tmp_path / "b", resume="auto")))
+    assert straight["step"] == resumed["step"] == 4
+    for name, tensor in straight["model"].items():
+        assert torch.equal(tensor, resumed["model"][name]), name
+    log = [json.loads(line) for line in (tmp_path / "b" / "log.jsonl").read_text().splitlines()]
+    assert any("val" in row for row in log)
+
+
+def test_export_writes_weights_and_refuses_other_config(dataset, tmp_path):
+    ckpt = train(config(dataset, tmp_path / "run", steps=1))
+    out = tmp_path / "w.safetensors"
+    mid = export(ckpt, out)
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert manifest["w.safetensors"]["model_id"] == mid
+    import selic_engine as se
+
+    data = se.encode(np.zeros((40, 50, 3), np.uint8), 3, caption=False, model=out)
+    assert se.decode(data).size == (50, 40)
+    with pytest.raises(ValueError, match="does not match"):
+        export(ckpt, tmp_path / "x.safetensors", "small")
+
+
+def test_ddp_two_cpu_processes_keep_identical_replicas(dataset, tmp_path):
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           "-m", "selic_engine.train", "--preset", str(dataset / "tiny.json"), "--data", str(dataset),
+           "--out", str(out), "--batch-size", "2", "--crop", "64", "--min-crop", "64", "--workers", "0",
+           "--val-every", "0", "--val-images", "2", "--steps", "3", "--threads", "1"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    digests = json.loads((out / "replicas.json").read_text())
+    assert len(digests) == 2 and digests[0] == digests[1]
+    assert checkpoint.load(out / "last.pt")["step"] == 3
