@@ -15,9 +15,18 @@ from .selic import SelicModel
 
 def model_id(state: dict[str, torch.Tensor]) -> str:
     """16 hex digits of sha256 over the decoder-side tensors: a file names the exact decoder it needs."""
+    return _digest(state, SelicModel.DECODER_MODULES)
+
+
+def weights_digest(state: dict[str, torch.Tensor]) -> str:
+    """The same digest over every tensor, encoder side included (adapters differ only there)."""
+    return _digest(state, None)
+
+
+def _digest(state: dict[str, torch.Tensor], modules: tuple[str, ...] | None) -> str:
     h = hashlib.sha256()
     for name in sorted(state):
-        if name.split(".", 1)[0] in SelicModel.DECODER_MODULES:
+        if modules is None or name.split(".", 1)[0] in modules:
             t = state[name].detach().cpu().contiguous()
             t = t.float() if t.is_floating_point() else t
             h.update(name.encode())

@@ -1,79 +1,121 @@
 """The encoder-side semantic branch: where a caption comes from and how it becomes a vector.
 
-Only the encode path imports this package; decoding never does.
+Only the encode and training paths import this package; decoding never does (the decoder
+needs no caption: the text vector only shapes the latent that the encoder writes).
 """
 
 from __future__ import annotations
 
+import html
 import re
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
-_warned_no_caption = False
+__all__ = ["HOOK", "embed_texts", "metadata_caption", "resolve_caption", "text_embedder_info", "training_embedder"]
+
+HOOK = "hook"  # training setting: whatever the selic_embed_text plugins answer
 
 EXIF_IMAGE_DESCRIPTION = 0x010E
-_XMP_DESCRIPTION = re.compile(rb"<dc:description>.*?<rdf:li[^>]*>(.*?)</rdf:li>", re.S)
+_XMP_KEYS = ("xmp", "XML:com.adobe.xmp")  # JPEG/WebP/TIFF, PNG iTXt
+_XMP_DESCRIPTION = re.compile(rb"<dc:description\b.*?<rdf:li\b[^>]*>(.*?)</rdf:li>", re.S)
+_NO_CAPTION_HELP = (
+    "selic: encoding without a caption (none passed, none in the image's metadata, and no captioner answered), "
+    "so the semantic branch uses its learned null vector. To caption automatically, put "
+    "Salesforce/blip-image-captioning-base in the Hugging Face cache or set $SELIC_CAPTIONER to a local BLIP folder, "
+    "or register a selic_caption plugin; pass caption='...' to describe the image yourself, or caption=False to skip "
+    "the semantic branch (and this warning)."
+)
+_warned_no_caption = False
+
+
+def _text(value: Any) -> str | None:
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    text = value.strip().strip("\x00").strip() if isinstance(value, str) else ""
+    return text or None
+
+
+def _xmp_description(xmp: Any) -> str | None:
+    data = xmp if isinstance(xmp, bytes) else str(xmp).encode("utf-8")
+    m = _XMP_DESCRIPTION.search(data)
+    return _text(html.unescape(m.group(1).decode("utf-8", "replace"))) if m else None
 
 
 def metadata_caption(image: Any) -> str | None:
     """A caption stored in the image itself: EXIF ImageDescription, PNG Description/Title, XMP dc:description."""
     try:
-        text = image.getexif().get(EXIF_IMAGE_DESCRIPTION)
+        exif = image.getexif().get(EXIF_IMAGE_DESCRIPTION)
     except Exception:  # noqa: BLE001 - a broken EXIF block must not stop encoding
-        text = None
-    info = getattr(image, "info", {}) or {}
-    text = text or info.get("Description") or info.get("Title")
-    if not text and info.get("xmp"):
-        xmp = info["xmp"] if isinstance(info["xmp"], bytes) else str(info["xmp"]).encode()
-        m = _XMP_DESCRIPTION.search(xmp)
-        text = m.group(1).decode("utf-8", "replace") if m else None
-    if isinstance(text, bytes):
-        text = text.decode("utf-8", "replace")
-    text = (text or "").strip().strip("\x00")
-    return text or None
+        exif = None
+    info = getattr(image, "info", None) or {}
+    candidates = [exif, info.get("Description"), info.get("Title")]
+    for value in candidates:
+        text = _text(value)
+        if text:
+            return text
+    for key in _XMP_KEYS:
+        text = _xmp_description(info[key]) if info.get(key) else None
+        if text:
+            return text
+    return None
+
+
+def _plugin_manager() -> Any:
+    from ..plugins import get_plugin_manager
+
+    return get_plugin_manager()
 
 
 def resolve_caption(image: Any, caption: str | None) -> str | None:
     """Caller's caption, else the image's metadata, else the captioner hook, else None (warned once)."""
     global _warned_no_caption
-    if caption and caption.strip():
-        return caption.strip()
-    text = metadata_caption(image)
-    if text:
-        return text
-    from ..plugins import get_plugin_manager
-
-    text = get_plugin_manager().hook.selic_caption(image=image)
-    if text:
-        return text
-    if not _warned_no_caption:
+    text = _text(caption) or metadata_caption(image) or _text(_plugin_manager().hook.selic_caption(image=image))
+    if text is None and not _warned_no_caption:
         _warned_no_caption = True
-        warnings.warn(
-            "selic: no caption and no captioner available; encoding without semantic guidance. Pass caption=..., "
-            "put BLIP in the Hugging Face cache (Salesforce/blip-image-captioning-base), or register a "
-            "selic_caption plugin.",
-            stacklevel=3,
-        )
-    return None
+        warnings.warn(_NO_CAPTION_HELP, stacklevel=3)
+    return text
 
 
-def embed_texts(texts: list[str], dim: int) -> np.ndarray:
-    """(len(texts), dim) float32 vectors from the first text-embedder plugin that answers."""
-    from ..plugins import get_plugin_manager
+def text_embedder_info() -> dict[str, Any] | None:
+    """{"name", "dim"} of the text embedder that the plugins answer with, or None."""
+    return _plugin_manager().hook.selic_text_embedder_info()
 
-    pm = get_plugin_manager()
-    vectors = pm.hook.selic_embed_text(texts=list(texts))
+
+def embed_texts(texts: list[str], dim: int | None = None) -> np.ndarray:
+    """(len(texts), D) float32 vectors from the first text-embedder plugin that answers; D must equal dim if given."""
+    vectors = _plugin_manager().hook.selic_embed_text(texts=list(texts))
     if vectors is None:
-        raise RuntimeError("no text-embedding plugin answered")
+        raise RuntimeError("no text-embedding plugin answered selic_embed_text")
+    if hasattr(vectors, "detach"):  # a torch tensor
+        vectors = vectors.detach().cpu().numpy()
     arr = np.asarray(vectors, dtype=np.float32)
     if arr.ndim != 2 or arr.shape[0] != len(texts):
         raise ValueError(f"text embedder returned shape {arr.shape}, expected ({len(texts)}, D)")
-    if arr.shape[1] != dim:
-        info = pm.hook.selic_text_embedder_info() or {}
+    if dim is not None and arr.shape[1] != dim:
+        info = text_embedder_info() or {}
         raise ValueError(
-            f"text embedder {info.get('name', '?')!r} gives {arr.shape[1]}-d vectors but the model expects {dim}-d; "
-            "use a matching embedder or train an adapter with `selic train --adapter`"
+            f"text embedder {info.get('name', '?')!r} gives {arr.shape[1]}-d vectors but the model expects {dim}-d "
+            "vectors; use an embedder that matches the model, or train an encoder adapter for this embedder with "
+            "`selic train --adapter --embedder hook --init-weights MODEL.safetensors`"
         )
+    if not np.isfinite(arr).all():
+        raise ValueError("text embedder returned non-finite values")
     return arr
+
+
+def training_embedder(setting: str) -> tuple[str, Callable[[list[str]], np.ndarray]]:
+    """(cache name, embed function) for `selic train --embedder`: "hook" means the plugins' embedder,
+    named by selic_text_embedder_info; anything else is a built-in setting ("minilm", "bert", a folder)."""
+    if setting != HOOK:
+        from .embedders import embedder_from_setting
+
+        embedder = embedder_from_setting(setting)
+        return embedder.name, embedder.embed
+    info = text_embedder_info()
+    if not info or not info.get("name"):
+        raise ValueError("--embedder hook: no plugin answers selic_text_embedder_info (its name keys the cache)")
+    name = re.sub(r"[^\w.-]+", "_", str(info["name"]))  # it becomes part of a file name
+    return name, embed_texts

@@ -1,37 +1,30 @@
 """The built-in captioner (BLIP) and text embedder (MiniLM, or BERT as in the paper), registered to run last.
 
 Both load lazily on first use and only from a local path or the Hugging Face cache.
-Settings: $SELIC_TEXT_EMBEDDER ("minilm" | "bert" | a local model folder) and
-$SELIC_CAPTIONER (a BLIP model id or folder; "none" disables captioning).
+Settings, read at each call: $SELIC_TEXT_EMBEDDER ("minilm" | "bert" | a local model folder or
+cached model id) and $SELIC_CAPTIONER (a BLIP model id or folder; "none" disables captioning).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
-from .embedders import TransformersTextEmbedder, bert, minilm
+from .embedders import MINILM, TransformersTextEmbedder, embedder_from_setting
 from .hookspecs import hookimpl
 
 DEFAULT_BLIP = "Salesforce/blip-image-captioning-base"
+NO_CAPTIONER = "none"
 
-
-def embedder_from_setting(setting: str) -> TransformersTextEmbedder:
-    if setting == "minilm":
-        return minilm()
-    if setting == "bert":
-        return bert()
-    if os.path.isdir(setting):
-        from transformers import AutoConfig
-
-        return TransformersTextEmbedder(setting, os.path.basename(setting.rstrip("/")),
-                                        AutoConfig.from_pretrained(setting).hidden_size)
-    raise ValueError(f"unknown text embedder {setting!r}: use 'minilm', 'bert' or a local model folder")
+logger = logging.getLogger("selic")
+T = TypeVar("T")
 
 
 class BlipCaptioner:
-    """BLIP image captioning through transformers; None when the model is not available locally."""
+    """BLIP image captioning through transformers; answers None when the model is not available locally."""
 
     def __init__(self, source: str, device: str = "cpu", max_new_tokens: int = 30) -> None:
         self.source = source
@@ -39,7 +32,7 @@ class BlipCaptioner:
         self.max_new_tokens = max_new_tokens
         self._lock = threading.Lock()
         self._loaded: tuple[Any, Any] | None = None
-        self.unavailable: str | None = None
+        self.unavailable: str | None = None  # why loading failed; then it is not retried
 
     def _load(self) -> tuple[Any, Any] | None:
         with self._lock:
@@ -50,16 +43,18 @@ class BlipCaptioner:
                     processor = BlipProcessor.from_pretrained(self.source, local_files_only=True)
                     model = BlipForConditionalGeneration.from_pretrained(self.source, local_files_only=True)
                     self._loaded = (processor, model.to(self.device).eval())
-                except OSError as exc:
-                    self.unavailable = f"BLIP captioner {self.source!r} is not available locally ({exc.__class__.__name__})"
+                except (OSError, ValueError) as exc:  # ValueError: not even a valid hub id (HFValidationError)
+                    self.unavailable = f"BLIP captioner {self.source!r} is not available locally: {exc}"
+                    if self.source != DEFAULT_BLIP:  # configured on purpose: say why it is not used
+                        logger.warning("selic: %s", self.unavailable)
             return self._loaded
 
     def caption(self, image: Any) -> str | None:
-        import torch
-
         loaded = self._load()
         if loaded is None:
             return None
+        import torch
+
         processor, model = loaded
         with torch.no_grad():
             inputs = processor(images=image.convert("RGB"), return_tensors="pt").to(self.device)
@@ -72,25 +67,28 @@ class Defaults:
     """Registered under the name "selic-defaults" with trylast: any other plugin is asked first."""
 
     def __init__(self) -> None:
-        self._embedder: TransformersTextEmbedder | None = None
-        self.captioner: BlipCaptioner | None = None
         self._lock = threading.Lock()
+        self._cache: dict[str, tuple[str, Any]] = {}  # slot -> (setting, object built from it)
+
+    def _for_setting(self, slot: str, setting: str, build: Callable[[str], T]) -> T:
+        """The object for the current setting, rebuilt only when the setting changes (building loads nothing)."""
+        with self._lock:
+            cached = self._cache.get(slot)
+            if cached is None or cached[0] != setting:
+                cached = self._cache[slot] = (setting, build(setting))
+            return cached[1]
 
     def embedder(self) -> TransformersTextEmbedder:
-        with self._lock:
-            if self._embedder is None:
-                self._embedder = embedder_from_setting(os.environ.get("SELIC_TEXT_EMBEDDER", "minilm"))
-            return self._embedder
+        return self._for_setting("embedder", os.environ.get("SELIC_TEXT_EMBEDDER", MINILM), embedder_from_setting)
+
+    def captioner(self) -> BlipCaptioner | None:
+        source = os.environ.get("SELIC_CAPTIONER", DEFAULT_BLIP)
+        return None if source == NO_CAPTIONER else self._for_setting("captioner", source, BlipCaptioner)
 
     @hookimpl(trylast=True)
     def selic_caption(self, image: Any) -> str | None:
-        source = os.environ.get("SELIC_CAPTIONER", DEFAULT_BLIP)
-        if source == "none":
-            return None
-        with self._lock:
-            if self.captioner is None or self.captioner.source != source:
-                self.captioner = BlipCaptioner(source)
-        return self.captioner.caption(image)
+        captioner = self.captioner()
+        return captioner.caption(image) if captioner else None
 
     @hookimpl(trylast=True)
     def selic_embed_text(self, texts: list[str]) -> Any:

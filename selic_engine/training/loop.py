@@ -228,8 +228,11 @@ def train(cfg: TrainConfig) -> Path:
                 v = validate(model, val_images)
                 log.write(json.dumps({"step": step, "val": v, "time": time.time()}) + "\n")
                 log.flush()
-                bar.write(f"step {step} val " + " ".join(f"{k}: {r['bpp']:.3f} bpp {r['psnr']:.2f} dB" for k, r in v.items()))
+                summary = " ".join(f"{k}: {r['bpp']:.3f} bpp {r['psnr']:.2f} dB" for k, r in v.items())
+                bar.write(f"step {step} val {summary}")
     bar.close()
+    if log is not None:
+        log.close()
     save_checkpoint()
     if dist.is_initialized():
         check_replicas(model, out_dir, rank, world)

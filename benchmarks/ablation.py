@@ -1,0 +1,256 @@
+"""The paper's ablations at reduced budgets.
+
+(a) Semantic gain: the shipped model with the Kodak captions vs caption=False (no training).
+(b, c) Fusion: models trained with no semantic branch (fusion "none") and with concat / add / mul
+    fusion, all at the same small budget and seed, compared on Kodak against concat (the paper's).
+
+The training part is opt-in (--train) because it costs hours of CPU; it calls the project's own
+training loop with a variant of a preset (the `train` CLI only knows the fixed preset names).
+
+    python -m benchmarks.ablation                                   # (a) only
+    python -m benchmarks.ablation --train --steps 5000 --variants concat,add,mul,none [--seeds 0,1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from .bdrate import bd_rate_or_nan, quality_at_rate_or_nan
+from .codecs import SELIC_QUALITIES, CodecUnavailableError, selic
+from .common import (
+    REPO,
+    RESULTS,
+    TRAIN_DATA,
+    fmt,
+    kodak_captions,
+    kodak_paths,
+    machine,
+    machine_line,
+    md_table,
+    read_json,
+    write_json,
+)
+from .rd_kodak import aggregate, log, measure_codec
+
+COMPARE_AT_BPP = (0.2, 0.9)
+VARIANTS = ("concat", "add", "mul", "none")
+
+
+# --- (a) semantic gain of the shipped model -------------------------------------------------------
+
+def per_image_bd(points_test: list[dict[str, Any]], points_anchor: list[dict[str, Any]], metric: str) -> list[float]:
+    """BD-rate per Kodak image: its spread says how much of the mean gain is noise."""
+    out = []
+    for image in sorted({p["image"] for p in points_anchor}):
+        a = [p for p in points_anchor if p["image"] == image]
+        t = [p for p in points_test if p["image"] == image]
+        out.append(bd_rate_or_nan([p["bpp"] for p in a], [p[metric] for p in a],
+                                  [p["bpp"] for p in t], [p[metric] for p in t]))
+    return out
+
+
+def compare(test: dict[str, Any], anchor: dict[str, Any]) -> dict[str, Any]:
+    """BD-rate and PSNR differences at the comparison rates, test curve vs anchor curve."""
+    out: dict[str, Any] = {"bd_rate_psnr": bd_rate_or_nan(anchor["bpp"], anchor["psnr"], test["bpp"], test["psnr"]),
+                           "bd_rate_ms_ssim_db": bd_rate_or_nan(anchor["bpp"], anchor["ms_ssim_db"], test["bpp"],
+                                                                test["ms_ssim_db"])}
+    for bpp in COMPARE_AT_BPP:
+        out[f"delta_psnr_at_{bpp}"] = (quality_at_rate_or_nan(test["bpp"], test["psnr"], bpp)
+                                       - quality_at_rate_or_nan(anchor["bpp"], anchor["psnr"], bpp))
+    return out
+
+
+def semantic_gain(model: str, images: int, qualities: tuple[float, ...], rd_json: Path) -> dict[str, Any]:
+    """Reuse rd_kodak.json's two selic runs when they are of this model and image set; else measure them."""
+    paths = kodak_paths(images or None)
+    names = [p.name for p in paths]
+    points: dict[str, list[dict[str, Any]]] = {}
+    try:
+        codecs = {c.name: c for c in (selic(model, True), selic(model, False))}
+    except CodecUnavailableError as exc:
+        return {"skipped": str(exc)}
+    model_id = codecs["selic"].params["model_id"]
+    if rd_json.exists():
+        rd = read_json(rd_json)
+        for name in codecs:
+            c = rd["codecs"].get(name)
+            if c and c["params"].get("model_id") == model_id and rd["images"] == names:
+                points[name] = c["points"]
+    source = "reused from rd_kodak.json" if len(points) == 2 else "measured by ablation.py"
+    captions = kodak_captions()
+    for name, codec in codecs.items():
+        if name not in points:
+            log(f"semantic gain: measuring {name}")
+            points[name] = measure_codec(codec, paths, captions, qualities)
+    curves = {n: aggregate(p) for n, p in points.items()}
+    per_image = per_image_bd(points["selic"], points["selic-nocaption"], "psnr")
+    finite = [v for v in per_image if not math.isnan(v)]
+    return {"model_id": model_id, "library": codecs["selic"].library, "images": names, "source": source,
+            "machine": machine(),
+            "curves": curves, **compare(curves["selic"], curves["selic-nocaption"]),
+            "per_image_bd_rate_psnr": per_image,
+            "per_image_mean": statistics.fmean(finite) if finite else math.nan,
+            "per_image_stdev": statistics.stdev(finite) if len(finite) > 1 else math.nan}
+
+
+# --- (b, c) trained fusion variants ---------------------------------------------------------------
+
+def train_one(spec: dict[str, Any]) -> None:
+    """In a subprocess: register the variant as a preset, train it with the project's loop, export weights."""
+    from selic_engine.config import PRESETS, TrainConfig, preset
+    from selic_engine.training.loop import export, train
+
+    name = f"ablation-{spec['variant']}"
+    PRESETS[name] = preset(spec["base_preset"]).replace(name=name, fusion=spec["variant"], **spec["arch"])
+    cfg = TrainConfig(preset=name, data=spec["data"], out=spec["out"], resume="auto", steps=spec["steps"],
+                      seed=spec["seed"], batch_size=spec["batch_size"], crop=spec["crop"], min_crop=spec["crop"],
+                      val_every=0, ckpt_every=max(1, min(250, spec["steps"])), workers=spec["workers"],
+                      threads=spec["threads"])
+    last = train(cfg)
+    export(last, Path(spec["out"]) / "model.safetensors")
+
+
+def train_variants(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Train (or resume) every variant x seed in its own process; returns where each model is."""
+    runs = []
+    for variant in args.variants.split(","):
+        if variant not in VARIANTS:
+            raise SystemExit(f"unknown fusion variant {variant!r}; choose from {', '.join(VARIANTS)}")
+        for seed in (int(s) for s in args.seeds.split(",")):
+            out = args.runs / f"{variant}-seed{seed}-steps{args.steps}"
+            spec = {"variant": variant, "seed": seed, "steps": args.steps, "base_preset": args.base_preset,
+                    "arch": json.loads(args.arch), "data": str(args.data), "out": str(out),
+                    "batch_size": args.batch_size, "crop": args.crop, "workers": args.workers, "threads": args.threads}
+            weights = out / "model.safetensors"
+            if not weights.exists():
+                log(f"ablation: training {variant} seed {seed} for {args.steps} steps -> {out}")
+                cmd = [sys.executable, "-m", "benchmarks.ablation", "--train-one", json.dumps(spec)]
+                subprocess.run(cmd, cwd=REPO, check=True)
+            runs.append({**spec, "weights": str(weights)})
+    return runs
+
+
+def evaluate_variants(runs: list[dict[str, Any]], images: int, qualities: tuple[float, ...]) -> dict[str, Any]:
+    """Kodak curves (with captions) of every trained variant, compared with concat of the same seed."""
+    paths, captions = kodak_paths(images or None), kodak_captions()
+    for run in runs:
+        codec = selic(run["weights"], semantic=True)
+        log(f"ablation: evaluating {run['variant']} seed {run['seed']}")
+        run["curve"] = aggregate(measure_codec(codec, paths, captions, qualities))
+    by_key = {(r["variant"], r["seed"]): r for r in runs}
+    for run in runs:
+        ref = by_key.get(("concat", run["seed"]))
+        if ref is not None and ref is not run:
+            run["vs_concat"] = compare(run["curve"], ref["curve"])
+    seeds = sorted({r["seed"] for r in runs})
+    noise = {}
+    if len(seeds) > 1:  # same variant, different seed: the size of a difference that means nothing
+        for variant in {r["variant"] for r in runs}:
+            a, b = by_key.get((variant, seeds[0])), by_key.get((variant, seeds[1]))
+            if a and b:
+                noise[variant] = compare(b["curve"], a["curve"])
+    return {"images": [p.name for p in paths], "runs": runs, "seed_noise": noise}
+
+
+# --- report ---------------------------------------------------------------------------------------
+
+def markdown(results: dict[str, Any]) -> str:
+    """ablation.md, from ablation.json only."""
+    lines = ["### (a) Semantic gain of the shipped model", ""]
+    sg = results.get("semantic", {})
+    if "skipped" in sg:
+        lines.append(f"Not measured: {sg['skipped']}")
+    elif sg:
+        lines += [f"Model {sg['model_id']} on {len(sg['images'])} Kodak images (points {sg['source']}; measured on "
+                  f"{machine_line(sg['machine'])}). "
+                  "Captions from kodak/captions.tsv vs `caption=False`; negative BD-rate: captions save bits.", "",
+                  md_table(["BD-rate PSNR (%)", "BD-rate MS-SSIM dB (%)",
+                            *[f"ΔPSNR @ {b} bpp (dB)" for b in COMPARE_AT_BPP], "per-image BD-rate mean ± sd (%)"],
+                           [[sg["bd_rate_psnr"], sg["bd_rate_ms_ssim_db"],
+                             *[sg[f"delta_psnr_at_{b}"] for b in COMPARE_AT_BPP],
+                             f"{fmt(sg['per_image_mean'], 2)} ± {fmt(sg['per_image_stdev'], 2)}"]], digits=3)]
+    lines += ["", "### (b, c) Fusion variants trained at an equal budget", ""]
+    tr = results.get("training")
+    if not tr:
+        lines.append("Not run (opt-in: `python -m benchmarks.ablation --train --steps N "
+                     "--variants concat,add,mul,none`).")
+        return "\n".join(lines) + "\n"
+    o = tr["options"]
+    lines += [f"Each variant: {o['steps']} steps, batch {o['batch_size']}, crop {o['crop']}, base preset "
+              f"{o['base_preset']} with {o['arch'] or 'no changes'}; evaluated on {len(tr['images'])} Kodak images "
+              f"with captions, on {machine_line(tr['machine'])}. Compared with concat (the paper's fusion) of the "
+              "same seed.", ""]
+    rows = []
+    for r in tr["runs"]:
+        v = r.get("vs_concat", {})
+        at = [quality_at_rate_or_nan(r["curve"]["bpp"], r["curve"]["psnr"], b) for b in COMPARE_AT_BPP]
+        rows.append([r["variant"], r["seed"], *at, v.get("bd_rate_psnr"),
+                     *[v.get(f"delta_psnr_at_{b}") for b in COMPARE_AT_BPP]])
+    lines.append(md_table(["fusion", "seed", *[f"PSNR @ {b} bpp" for b in COMPARE_AT_BPP], "BD-rate vs concat (%)",
+                           *[f"ΔPSNR @ {b} bpp" for b in COMPARE_AT_BPP]], rows, digits=2))
+    if tr.get("seed_noise"):
+        lines += ["", "Seed noise (seed 1 vs seed 0 of the same variant):", "",
+                  md_table(["fusion", "BD-rate (%)", *[f"ΔPSNR @ {b} bpp" for b in COMPARE_AT_BPP]],
+                           [[v, n["bd_rate_psnr"], *[n[f"delta_psnr_at_{b}"] for b in COMPARE_AT_BPP]]
+                            for v, n in tr["seed_noise"].items()], digits=2)]
+    return "\n".join(lines) + "\n"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--train-one", help=argparse.SUPPRESS)
+    p.add_argument("--model", default="small", help="shipped model for (a): preset name or .safetensors path")
+    p.add_argument("--images", type=int, default=0, help="first N Kodak images (default all 24)")
+    p.add_argument("--qualities", default=",".join(f"{q:g}" for q in SELIC_QUALITIES))
+    p.add_argument("--no-semantic", action="store_true", help="skip (a)")
+    p.add_argument("--train", action="store_true", help="train and compare the fusion variants (slow)")
+    p.add_argument("--steps", type=int, default=5000)
+    p.add_argument("--variants", default=",".join(VARIANTS))
+    p.add_argument("--seeds", default="0", help="e.g. 0,1 to estimate seed noise")
+    p.add_argument("--base-preset", default="small")
+    p.add_argument("--arch", default="{}", help='JSON overrides of the preset, e.g. {"N": 16, "M": 32}')
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--crop", type=int, default=128)
+    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--threads", type=int, default=0, help="torch threads for training (0: torch default)")
+    p.add_argument("--eval-threads", type=int, default=1, help="torch threads for the Kodak evaluation")
+    p.add_argument("--data", type=Path, default=TRAIN_DATA)
+    p.add_argument("--runs", type=Path, default=REPO / "runs" / "ablation", help="checkpoints (outside tracked files)")
+    p.add_argument("--out", type=Path, default=RESULTS)
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    if args.train_one:
+        train_one(json.loads(args.train_one))
+        return
+    import torch
+
+    torch.set_num_threads(args.eval_threads)  # training runs in subprocesses with their own setting
+    qualities = tuple(float(q) for q in args.qualities.split(","))
+    json_path = args.out / "ablation.json"
+    previous = read_json(json_path) if json_path.exists() else {}
+    results: dict[str, Any] = {"benchmark": "ablation", "semantic": previous.get("semantic", {}),
+                               "training": previous.get("training")}
+    if not args.no_semantic:
+        results["semantic"] = semantic_gain(args.model, args.images, qualities, args.out / "rd_kodak.json")
+    if args.train:
+        runs = train_variants(args)
+        options = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "train_one"}
+        results["training"] = {"options": options, "machine": machine(),
+                               **evaluate_variants(runs, args.images, qualities)}
+    write_json(json_path, results)
+    (args.out / "ablation.md").write_text("# Ablations\n\n" + markdown(results), encoding="utf-8")
+    log(f"wrote {json_path} and ablation.md")
+
+
+if __name__ == "__main__":
+    main()

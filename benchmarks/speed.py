@@ -1,0 +1,242 @@
+"""Speed and memory of selic: encode/decode time with and without the semantic path, peak memory.
+
+Each configuration (device x image size x semantic on/off) runs in its own subprocess, so that
+its peak resident memory (getrusage maxrss) is its own and not the largest seen so far.
+Times are medians over repeats after a warm-up encode/decode (which also loads MiniLM).
+
+    python -m benchmarks.speed [--model small|PATH] [--images N] [--repeats R] [--large 4000x3000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from .common import REPO, RESULTS, kodak_captions, kodak_paths, load_rgb, machine, machine_line, md_table, write_json
+
+LARGE_SOURCE = "kodim23.png"
+ENCODER_ONLY = ("g_a", "fusion", "h_a")
+
+
+def large_image(size: tuple[int, int]) -> Image.Image:
+    """A photo-like image of the requested size: a Kodak image upscaled (Lanczos) to cover it, centre-cropped."""
+    src = load_rgb(next(p for p in kodak_paths() if p.name == LARGE_SOURCE))
+    scale = max(size[0] / src.width, size[1] / src.height)
+    big = src.resize((round(src.width * scale), round(src.height * scale)), Image.Resampling.LANCZOS)
+    left, top = (big.width - size[0]) // 2, (big.height - size[1]) // 2
+    return big.crop((left, top, left + size[0], top + size[1]))
+
+
+def rss_mib() -> float:
+    """Peak resident set size of this process so far (Linux reports KiB, macOS bytes)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (2**20 if sys.platform == "darwin" else 2**10)
+
+
+def worker(cfg: dict[str, Any]) -> dict[str, Any]:
+    """One configuration, in this (fresh) process: warm up, then time every image `repeats` times."""
+    import torch
+
+    import selic_engine as se
+
+    if cfg["threads"]:
+        torch.set_num_threads(cfg["threads"])
+    device = cfg["device"]
+    captions = kodak_captions()
+    if cfg["size"] == "kodak":
+        images = [(p.name, load_rgb(p)) for p in kodak_paths(cfg["images"] or None)]
+    else:
+        w, h = cfg["large"]
+        images = [(f"{LARGE_SOURCE} upscaled to {w}x{h}", large_image((w, h)))]
+    rss_start = rss_mib()
+    se.get_engine(cfg["model"], device)
+    rss_loaded = rss_mib()
+
+    def caption_for(name: str) -> str | bool:
+        return captions.get(name.split()[0], "") if cfg["semantic"] else False
+
+    def code(name: str, image: Image.Image) -> tuple[float, float, int]:
+        t0 = time.perf_counter()
+        data = se.encode(image, cfg["quality"], caption=caption_for(name), model=cfg["model"], device=device)
+        t1 = time.perf_counter()
+        se.decode(data, device=device)
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        return t1 - t0, time.perf_counter() - t1, len(data)
+
+    first = kodak_paths(1)[0]
+    code(first.name, load_rgb(first))  # warm-up: loads MiniLM (semantic runs), allocator pools, caches
+    if device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+    per_image = []
+    for name, image in images:
+        runs = [code(name, image) for _ in range(cfg["repeats"])]
+        per_image.append({"image": name, "pixels": image.width * image.height,
+                          "encode_s": statistics.median(r[0] for r in runs),
+                          "decode_s": statistics.median(r[1] for r in runs),
+                          "bpp": 8 * runs[0][2] / (image.width * image.height)})
+    mpix = sum(p["pixels"] for p in per_image) / 1e6
+    out = {**cfg, "per_image": per_image,
+           "encode_median_s": statistics.median(p["encode_s"] for p in per_image),
+           "decode_median_s": statistics.median(p["decode_s"] for p in per_image),
+           "encode_s_per_mpix": sum(p["encode_s"] for p in per_image) / mpix,
+           "decode_s_per_mpix": sum(p["decode_s"] for p in per_image) / mpix,
+           "rss_before_model_mib": rss_start, "rss_after_model_load_mib": rss_loaded, "peak_rss_mib": rss_mib(),
+           "torch_threads": torch.get_num_threads()}
+    if device.startswith("cuda"):
+        out["cuda_peak_allocated_mib"] = torch.cuda.max_memory_allocated() / 2**20
+        out["gpu"] = torch.cuda.get_device_name(0)
+    return out
+
+
+def run_config(cfg: dict[str, Any]) -> dict[str, Any]:
+    """Run one configuration in a subprocess and return its JSON result (or the error it hit)."""
+    cmd = [sys.executable, "-m", "benchmarks.speed", "--worker", json.dumps(cfg)]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, check=False)
+    if proc.returncode:
+        lines = proc.stderr.strip().splitlines()
+        return {**cfg, "error": lines[-1] if lines else f"exit {proc.returncode}"}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def model_stats(model: str) -> dict[str, Any]:
+    """Parameter counts (all, encoder-only, decoder), weights file size, and the text embedder's size."""
+    import selic_engine as se
+    from selic_engine.engine import resolve_weights
+    from selic_engine.model import SelicModel
+
+    path = resolve_weights(model)
+    engine = se.get_engine(model, "cpu")
+    net = engine.model
+    groups: dict[str, int] = {}
+    for name, p in net.named_parameters():
+        groups[name.split(".", 1)[0]] = groups.get(name.split(".", 1)[0], 0) + p.numel()
+    stats: dict[str, Any] = {
+        "weights_file": path.name, "weights_bytes": path.stat().st_size, "model_id": engine.model_id,
+        "config": json.loads(net.config.to_json()), "parameters": sum(groups.values()),
+        "encoder_only_parameters": sum(v for k, v in groups.items() if k in ENCODER_ONLY),
+        "decoder_parameters": sum(v for k, v in groups.items() if k in SelicModel.DECODER_MODULES),
+        "parameters_by_module": groups}
+    if net.config.fusion != "none":
+        stats["text_embedder"] = text_embedder_stats()
+    return stats
+
+
+def text_embedder_stats() -> dict[str, Any]:
+    """The encoder-side text model (not in the weights file, not needed to decode)."""
+    try:
+        from transformers import AutoModel
+
+        from selic_engine.semantic.defaults import embedder_from_setting
+
+        e = embedder_from_setting(os.environ.get("SELIC_TEXT_EMBEDDER", "minilm"))
+        m = AutoModel.from_pretrained(e.source, local_files_only=True)
+        return {"name": e.name, "dim": e.dim, "parameters": sum(p.numel() for p in m.parameters())}
+    except (OSError, ImportError, RuntimeError, ValueError) as exc:
+        return {"error": str(exc)}
+
+
+def configs(args: argparse.Namespace, devices: list[str]) -> list[dict[str, Any]]:
+    w, h = (int(v) for v in args.large.lower().split("x"))
+    base = {"model": args.model, "quality": args.quality, "threads": args.threads, "images": args.images,
+            "repeats": args.repeats, "large": [w, h]}
+    out = []
+    for device in devices:
+        for size in ("kodak", "large"):
+            for semantic in (True, False):
+                repeats = args.repeats if size == "kodak" else args.large_repeats
+                out.append({**base, "device": device, "size": size, "semantic": semantic, "repeats": repeats})
+    return out
+
+
+def markdown(results: dict[str, Any]) -> str:
+    """speed.md, from speed.json only."""
+    m = results["machine"]
+    st = results["model"]
+    lines = [f"Measured on: {machine_line(m)}.", "",
+             f"Model `{st['weights_file']}` (id {st['model_id']}, config {st['config']['name']}, "
+             f"fusion {st['config']['fusion']}): {st['parameters'] / 1e6:.2f} M parameters "
+             f"({st['encoder_only_parameters'] / 1e6:.2f} M encoder-only, {st['decoder_parameters'] / 1e6:.2f} M "
+             f"needed to decode), weights file {st['weights_bytes'] / 2**20:.1f} MiB."]
+    te = st.get("text_embedder")
+    if te and "parameters" in te:
+        lines.append(f"Text embedder (encode side only, not in the weights file): {te['name']}, "
+                     f"{te['parameters'] / 1e6:.1f} M parameters, {te['dim']}-d.")
+    lines += ["", f"Quality {results['options']['quality']}; medians over {results['options']['repeats']} repeats per "
+              "image after a warm-up (large image: "
+              f"{results['options']['large_repeats']} repeat(s)); peak RSS of a fresh process per row.", ""]
+    rows = []
+    for r in results["runs"]:
+        what = "Kodak 768x512" if r["size"] == "kodak" else f"{r['large'][0]}x{r['large'][1]}"
+        sem = "caption (MiniLM)" if r["semantic"] else "caption=False"
+        if "error" in r:
+            rows.append([r["device"], what, sem, "error: " + r["error"], "", "", "", "", ""])
+            continue
+        rows.append([r["device"], what, sem, r["encode_median_s"], r["decode_median_s"], r["encode_s_per_mpix"],
+                     r["rss_after_model_load_mib"], r["peak_rss_mib"], r.get("cuda_peak_allocated_mib")])
+    lines.append(md_table(["device", "image", "semantic path", "encode (s, median)", "decode (s, median)",
+                           "encode s/MPix", "RSS after model load (MiB)", "peak RSS (MiB)", "CUDA peak alloc (MiB)"],
+                          rows, digits=2))
+    if not results.get("cuda_timed"):
+        lines += ["", f"GPU: not timed ({results.get('cuda_note')})."]
+    return "\n".join(lines) + "\n"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--worker", help=argparse.SUPPRESS)
+    p.add_argument("--model", default="small", help="selic preset name or a .safetensors path")
+    p.add_argument("--images", type=int, default=0, help="first N Kodak images (default all 24)")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--large", default="4000x3000", help="size of the large test image")
+    p.add_argument("--large-repeats", type=int, default=1)
+    p.add_argument("--quality", type=float, default=4.0)
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch default)")
+    p.add_argument("--devices", default="", help="comma-separated (default: cpu, plus cuda when present)")
+    p.add_argument("--out", type=Path, default=RESULTS)
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    if args.worker:
+        print(json.dumps(worker(json.loads(args.worker))))
+        return
+    import torch
+
+    from selic_engine import WeightsNotFoundError
+
+    try:
+        stats = model_stats(args.model)
+    except WeightsNotFoundError as exc:
+        raise SystemExit(f"speed: no selic weights to time: {exc}") from None
+    cuda = torch.cuda.is_available()
+    devices = [d for d in args.devices.split(",") if d] or (["cpu", "cuda"] if cuda else ["cpu"])
+    runs = []
+    for cfg in configs(args, devices):
+        print(f"speed: {cfg['device']} {cfg['size']} semantic={cfg['semantic']}", file=sys.stderr, flush=True)
+        runs.append(run_config(cfg))
+    results = {"benchmark": "speed", "machine": machine(), "model": stats,
+               "options": {k: v for k, v in vars(args).items() if k not in ("worker", "out")},
+               "cuda_timed": any(d.startswith("cuda") for d in devices),
+               "cuda_note": "timed" if cuda else "CUDA is not available on this machine", "runs": runs}
+    write_json(args.out / "speed.json", results)
+    (args.out / "speed.md").write_text("# Speed and memory\n\n" + markdown(results), encoding="utf-8")
+    print(f"wrote {args.out / 'speed.json'} and speed.md", file=sys.stderr)
+    failed = [r for r in runs if "error" in r]
+    if failed:
+        raise SystemExit(f"speed: {len(failed)} of {len(runs)} configurations failed, e.g. {failed[0]['error']}")
+
+
+if __name__ == "__main__":
+    main()
