@@ -19,7 +19,7 @@ from tqdm import tqdm
 from ..config import QUALITY_MAX, QUALITY_MIN, ModelConfig, TrainConfig, preset
 from ..model import SelicModel
 from ..model.gain import lambda_for
-from ..model.io import load_weights, save_weights
+from ..model.io import load_weights, read_metadata, save_weights
 from ..weights import shipped_weights_path
 from . import checkpoint
 from .captions import embed_captions
@@ -157,12 +157,16 @@ def train(cfg: TrainConfig) -> Path:
     aux_params = [p for n, p in model.named_parameters() if n.endswith(".quantiles") and not cfg.adapter]
     optimizer = torch.optim.Adam(net_params, lr=cfg.lr)
     aux_optimizer = torch.optim.Adam(aux_params, lr=cfg.aux_lr) if aux_params else None
-    step = 0
+    # Steps count across sessions: weights exported by `selic export` record the step they reached.
+    history = read_metadata(Path(cfg.init_weights)) if loaded is not None and not cfg.adapter else {}
+    step = int(history.get("step", 0))
+    seconds_before = float(history.get("train_seconds", 0))
     if state is not None:
         optimizer.load_state_dict(state["optimizer"])
         if aux_optimizer is not None and "aux_optimizer" in state:
             aux_optimizer.load_state_dict(state["aux_optimizer"])
         step = int(state["step"])
+        seconds_before = float(state.get("train_seconds", 0))
     if world > 1:
         # quantiles only get gradients from the aux loss, run outside DDP's forward; every rank computes the same
         # aux gradient from identical weights, so they stay in step without the reducer.
@@ -185,7 +189,8 @@ def train(cfg: TrainConfig) -> Path:
         if rank:
             return
         payload = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
-                   "rng": checkpoint.rng_state(), "config": model_cfg.to_json(), "train_config": json.dumps(vars(cfg))}
+                   "rng": checkpoint.rng_state(), "config": model_cfg.to_json(), "train_config": json.dumps(vars(cfg)),
+                   "train_seconds": seconds_before + time.time() - t0}
         if aux_optimizer is not None:
             payload["aux_optimizer"] = aux_optimizer.state_dict()
         checkpoint.save(last, payload)
@@ -260,7 +265,8 @@ def export(checkpoint_path: Path, out: Path, preset_name: str | None = None) -> 
     model = SelicModel(ckpt_cfg)
     model.load_state_dict(state["model"])
     model.update(force=True)
-    mid = save_weights(model.eval(), out, {"step": str(state["step"])})
+    mid = save_weights(model.eval(), out, {"step": str(state["step"]),
+                                           "train_seconds": f"{state.get('train_seconds', 0):.0f}"})
     record_in_manifest(out, mid)
     return mid
 
