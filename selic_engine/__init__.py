@@ -20,6 +20,7 @@ _EXPORTS = {
     "SelicFormatError": "container",
     "UnsupportedVersionError": "container",
     "DesyncError": "errors",
+    "ImageTooLargeError": "errors",
     "UnknownModelError": "errors",
     "WeightsNotFoundError": "errors",
     "decode": "engine",
@@ -36,7 +37,7 @@ if TYPE_CHECKING:
     from .config import DEFAULT_QUALITY, PRESETS, ModelConfig, preset  # noqa: F401
     from .container import Header, SelicFormatError, UnsupportedVersionError  # noqa: F401
     from .engine import decode, encode, get_engine, probe, register_model, select_device  # noqa: F401
-    from .errors import DesyncError, UnknownModelError, WeightsNotFoundError  # noqa: F401
+    from .errors import DesyncError, ImageTooLargeError, UnknownModelError, WeightsNotFoundError  # noqa: F401
 
 
 def __getattr__(name: str) -> Any:

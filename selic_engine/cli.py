@@ -7,6 +7,7 @@ import glob
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from .config import DEFAULT_QUALITY
@@ -28,10 +29,11 @@ def _target(src: Path, out_dir: Path | None, suffix: str) -> Path:
     return (out_dir or src.parent) / (src.stem + suffix)
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
+def _write_atomic(path: Path, write: Callable[[Path], object]) -> None:
+    """write(tmp_path) then rename: a failure leaves neither a partial file nor a temporary one behind."""
     tmp = path.with_name(f".{path.name}.{time.time_ns()}.tmp")
     try:
-        tmp.write_bytes(data)
+        write(tmp)
         tmp.replace(path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -56,20 +58,19 @@ def cmd_compress(args: argparse.Namespace) -> None:
             data = encode(img, args.quality, caption, model=args.model, device=args.device,
                           store_caption=args.store_caption, metadata=meta)
             dst = _target(src, args.output_dir, SUFFIX)
-            _write_atomic(dst, data)
+            _write_atomic(dst, lambda tmp, data=data: tmp.write_bytes(data))
             print(f"{src} -> {dst}: {len(data)} bytes, {8 * len(data) / (img.width * img.height):.3f} bpp")
 
 
 def cmd_decompress(args: argparse.Namespace) -> None:
     from . import decode
 
+    fmt = args.format.upper().replace("JPG", "JPEG")
     for src in _progress(_expand(args.inputs), "decompress"):
         image = decode(src.read_bytes(), device=args.device)
         dst = _target(src, args.output_dir, "." + args.format)
         save_info = {k: image.info[k] for k in ("icc_profile", "exif") if image.info.get(k)}
-        tmp = dst.with_name(f".{dst.name}.tmp")
-        image.save(tmp, format=args.format.upper().replace("JPG", "JPEG"), **save_info)
-        tmp.replace(dst)
+        _write_atomic(dst, lambda tmp, im=image, kw=save_info: im.save(tmp, format=fmt, **kw))
         print(f"{src} -> {dst}")
 
 
@@ -134,9 +135,10 @@ def cmd_plugins(args: argparse.Namespace) -> None:
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="selic",
-        description="SELIC learned image codec. Compress photos to .selic (smaller than JPEG/WebP at equal quality), "
-        "decompress them back, inspect them, or train the model.",
-        epilog="Examples:\n  selic compress photo.jpg -q 5\n  selic compress 'pics/*.png' -o out/ --caption 'a red barn'\n"
+        description="SELIC learned image codec: compress photos to .selic files, decompress them back, "
+        "inspect them, or train the model.",
+        epilog="Examples:\n  selic compress photo.jpg -q 5\n"
+        "  selic compress 'pics/*.png' -o out/ --caption 'a red barn'\n"
         "  selic decompress out/*.selic --format png\n  selic info out/photo.selic",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -146,7 +148,8 @@ def parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("compress", parents=[common], help="images -> .selic files")
     c.add_argument("inputs", nargs="+", help="image files or glob patterns (quote them)")
-    c.add_argument("-q", "--quality", type=float, default=DEFAULT_QUALITY, help="1 (smallest) .. 8 (best), fractional ok")
+    c.add_argument("-q", "--quality", type=float, default=DEFAULT_QUALITY,
+                   help="1 (smallest) .. 8 (best), fractional ok")
     c.add_argument("-o", "--output-dir", type=Path, help="where to write (default: next to each input)")
     c.add_argument("--caption", help="describe the image yourself instead of running the captioner")
     c.add_argument("--no-caption", action="store_true", help="skip the semantic branch")

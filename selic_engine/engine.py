@@ -6,11 +6,12 @@ the semantic models are imported and loaded on the encode path only.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
+import math
 import os
 import threading
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -20,10 +21,10 @@ from PIL import Image
 from . import imaging
 from .config import DEFAULT_QUALITY, QUALITY_MAX, QUALITY_MIN
 from .container import Header, SelicFile, pack, quantize_quality, read_header, unpack
-from .errors import DesyncError, UnknownModelError, WeightsNotFoundError
+from .errors import DesyncError, ImageTooLargeError, UnknownModelError, WeightsNotFoundError
 from .model import SelicModel
 from .model.determinism import native_conv
-from .model.io import load_weights, model_id, read_metadata
+from .model.io import load_weights, model_id, read_metadata, weights_digest
 from .weights import WEIGHTS_DIR, shipped_weights_path
 
 DEFAULT_MODEL = "small"
@@ -46,7 +47,8 @@ def symbol_hash(symbols: torch.Tensor) -> bytes:
 def check_quality(quality: float) -> float:
     q = float(quality)
     if not QUALITY_MIN <= q <= QUALITY_MAX:  # also rejects NaN
-        raise ValueError(f"quality must be between {QUALITY_MIN:g} and {QUALITY_MAX:g} (fractional allowed), got {quality!r}")
+        raise ValueError(
+            f"quality must be between {QUALITY_MIN:g} and {QUALITY_MAX:g} (fractional allowed), got {quality!r}")
     return quantize_quality(q)
 
 
@@ -118,51 +120,124 @@ class Engine:
         return pack(SelicFile(header, coded.z_stream, coded.y_stream, alpha, meta))
 
     def decode_file(self, f: SelicFile) -> Image.Image:
+        """Decode a parsed file. Hostile streams end in a SelicFormatError (DesyncError), never a crash.
+
+        Both rANS streams are handed to compressai padded by guard_rans_stream, and the decoded
+        symbols are checked against the file's hash before g_s runs, so a damaged or forged
+        latent is refused before the expensive (and, for a huge claimed size, slow) synthesis.
+        """
         h = f.header
+        c = self.config
         z_shape = (-(-h.height // 64), -(-h.width // 64))
+        n_z = c.Nz * z_shape[0] * z_shape[1]
+        n_y = c.M * 16 * z_shape[0] * z_shape[1]
+        eb, gc = self.model.entropy_bottleneck, self.model.charm.gaussian_conditional
+        z_stream = guard_rans_stream(f.z_stream, n_z, escape_rate(eb._quantized_cdf, eb._cdf_length))
+        y_stream = guard_rans_stream(f.y_stream, n_y, escape_rate(gc.quantized_cdf, gc.cdf_length))
+
+        def check(symbols: torch.Tensor) -> None:
+            if symbol_hash(symbols) != h.symbol_hash:
+                raise DesyncError("decoded latent symbols do not match the file's hash: the file is damaged, or "
+                                  "this machine's decoder disagrees with the encoder's")
+
         try:
             with native_conv():
-                x_hat, symbols = self.model.decompress(f.z_stream, f.y_stream, z_shape, h.quality, (h.height, h.width))
-        except (RuntimeError, ValueError) as exc:  # rANS decoding of a damaged stream
+                x_hat, _ = self.model.decompress(z_stream, y_stream, z_shape, h.quality, (h.height, h.width),
+                                                 check_symbols=check)
+        except DesyncError:
+            raise
+        except (RuntimeError, ValueError, OverflowError) as exc:  # what a damaged latent can still provoke in torch
             raise DesyncError(f"latent stream could not be decoded: {exc}") from exc
-        if symbol_hash(symbols) != h.symbol_hash:
-            raise DesyncError("decoded latent symbols do not match the file's hash: the file is damaged, or this "
-                              "machine's decoder disagrees with the encoder's")
         return imaging.merge(x_hat, h.mode, f.alpha)
 
 
+#: Bypass (escape) symbols a padded rANS stream is sized for beyond the tables' own escape rate (see below).
+ESCAPE_FLOOR = 65536
+ESCAPE_MARGIN = 8
+_PAD_SEED = 0x5E11C
+
+
+def escape_rate(cdf: torch.Tensor, lengths: torch.Tensor) -> float:
+    """The largest probability any of these rANS tables gives its bypass (escape) symbol, the last one."""
+    last = cdf.gather(1, (lengths.reshape(-1, 1).long() - 2)).reshape(-1)
+    return float((65536 - last).max()) / 65536
+
+
+def _longest_run(mask: np.ndarray) -> int:
+    edges = np.flatnonzero(np.diff(np.concatenate(([0], mask.view(np.int8), [0]))))
+    return int((edges[1::2] - edges[::2]).max()) if edges.size else 0
+
+
+def guard_rans_stream(stream: bytes, n_symbols: int, rate: float) -> bytes:
+    """`stream` followed by enough padding that compressai's RansDecoder cannot read past its end.
+
+    compressai's decoder reads 32-bit words without a bounds check, and its bypass mode (an
+    escape symbol followed by 4-bit length nibbles; a 0xF nibble extends the length) lets a
+    forged stream make one symbol read many words: 3 MB of 0xFF bytes crash it. Padding words
+    have bit 31 set, so every padded read lifts the state by at least 32 bits, and low nibble 0,
+    so no run of 0xF nibbles continues into the padding. With the decoder's own arithmetic
+    (an ordinary symbol consumes at most 16 state bits, a bypass nibble 4, the state holds 64),
+    reads past the stream number at most
+        3 + n/2 + (16 K + 15)/8 + 159 E / 8
+    for n symbols, E of them escapes decoded once inside the padding, and K = 9 + 8 R the
+    longest run of 0xF nibbles one escape can meet in the stream (R: longest run of words with
+    low nibble 0xF). The padding is sized for E = n up to 65536 symbols (a strict guarantee for
+    small images) and for 65536 + 8x the tables' largest escape probability beyond. The padding
+    is pseudo-random, so decoding it behaves like decoding random data; overrunning the budget
+    would need escapes at eight times the rate the tables give them, sustained over the whole
+    padded region. A legitimate stream is never read past its end, so padding changes nothing
+    for it; a forged one decodes garbage, which the symbol hash then refuses.
+    """
+    words = -(-len(stream) // 4)
+    body = np.zeros(words, "<u4")
+    body.view(np.uint8)[: len(stream)] = np.frombuffer(stream, np.uint8)
+    K = 9 + 8 * _longest_run((body & 0xF) == 0xF)
+    escapes = min(n_symbols, ESCAPE_FLOOR + math.ceil(ESCAPE_MARGIN * rate * n_symbols))
+    pad = 8 + -(-n_symbols // 2) + -(-(16 * K + 15) // 8) + -(-159 * escapes // 8)
+    out = np.random.Generator(np.random.PCG64(_PAD_SEED)).integers(0, 1 << 32, words + pad, dtype=np.uint32)
+    out &= 0xFFFF_FFF0
+    out |= 0x8000_0000
+    out[:words] = body
+    return out.astype("<u4", copy=False).tobytes()
+
+
+# Engines are cached by (digest of *all* weights, device): an encoder adapter shares its decoder, and so its
+# model id, with the stock model, but must not share its engine. Decoding looks engines up by model id.
 _engines: dict[tuple[str, str], Engine] = {}
-_paths_by_id: dict[str, Path] = {}
+_by_path: dict[tuple[Path, str], Engine] = {}
 _lock = threading.Lock()
+
+
+def _cache(model: SelicModel, dev: torch.device, mid: str) -> Engine:
+    key = (weights_digest(model.state_dict()), str(dev))
+    engine = _engines.get(key)
+    if engine is None:
+        engine = _engines[key] = Engine(model, dev, mid)
+    return engine
 
 
 def register_model(model: SelicModel, device: str | torch.device | None = None) -> Engine:
     """Make an in-memory model (tests, experiments) available to encode/decode by its model id."""
     dev = select_device(device)
-    mid = model_id(model.state_dict())
     with _lock:
-        engine = _engines.get((mid, str(dev)))
-        if engine is None:
-            engine = _engines[(mid, str(dev))] = Engine(model, dev, mid)
-    return engine
+        return _cache(model, dev, model_id(model.state_dict()))
 
 
 def get_engine(model: str | os.PathLike = DEFAULT_MODEL, device: str | torch.device | None = None) -> Engine:
-    """The cached engine for a preset name, a weights path, or a model id already registered."""
+    """The cached engine for a preset name, a weights path, or the model id of a registered model."""
     dev = select_device(device)
     with _lock:
-        for (mid, d), engine in _engines.items():
-            if d == str(dev) and model == mid:
+        for (_, d), engine in _engines.items():
+            if d == str(dev) and model == engine.model_id:
                 return engine
-        path = _paths_by_id.get(str(model)) or resolve_weights(model)
-        key_id = read_metadata(path).get("model_id", "")
-        engine = _engines.get((key_id, str(dev)))
+        path = resolve_weights(model).resolve()
+        engine = _by_path.get((path, str(dev)))
         if engine is None:
             net, mid = load_weights(path)
-            if key_id and key_id != mid:
-                raise ValueError(f"{path}: model id in metadata ({key_id}) does not match its tensors ({mid})")
-            engine = _engines[(mid, str(dev))] = Engine(net, dev, mid)
-            _paths_by_id[mid] = path
+            recorded = read_metadata(path).get("model_id")
+            if recorded and recorded != mid:
+                raise ValueError(f"{path}: model id in metadata ({recorded}) does not match its tensors ({mid})")
+            engine = _by_path[(path, str(dev))] = _cache(net, dev, mid)
         return engine
 
 
@@ -175,14 +250,13 @@ def _search_paths() -> list[Path]:
 
 
 def engine_for_id(mid: str, device: str | torch.device | None = None) -> Engine:
-    """The engine whose decoder weights have this id: loaded, registered, shipped, or on $SELIC_MODEL_PATH."""
+    """An engine whose decoder weights have this id: loaded, registered, shipped, or on $SELIC_MODEL_PATH."""
     dev = select_device(device)
     with _lock:
-        engine = _engines.get((mid, str(dev)))
-        if engine is None:
-            other = next((e for (m, _), e in _engines.items() if m == mid), None)
-            if other is not None:
-                engine = _engines[(mid, str(dev))] = Engine(other.model, dev, mid)
+        same_id = [e for e in _engines.values() if e.model_id == mid]
+        engine = next((e for e in same_id if e.device == dev), None)
+        if engine is None and same_id:  # the same weights, loaded for another device
+            engine = _cache(copy.deepcopy(same_id[0].model), dev, mid)
     if engine is not None:
         return engine
     for path in _search_paths():
@@ -192,10 +266,10 @@ def engine_for_id(mid: str, device: str | torch.device | None = None) -> Engine:
                 return get_engine(path.stem.removeprefix("selic-") if shipped else path, device)
         except (OSError, ValueError):
             continue
+    known = sorted({e.model_id for e in _engines.values()}) or "none"
     raise UnknownModelError(
-        f"this file needs selic model {mid}, which is not installed; known models: "
-        f"{sorted({m for m, _ in _engines} | set(_paths_by_id)) or 'none'}. Put its .safetensors file on "
-        "$SELIC_MODEL_PATH or upgrade selic."
+        f"this file needs selic model {mid}, which is not installed; known models: {known}. "
+        "Put its .safetensors file on $SELIC_MODEL_PATH or upgrade selic."
     )
 
 
@@ -214,11 +288,20 @@ def encode(
 
 
 def decode(data: bytes, *, device: str | torch.device | None = None) -> Image.Image:
-    """Decompress .selic bytes to a PIL image in the original mode (RGB, L, RGBA or LA)."""
+    """Decompress .selic bytes to a PIL image in the original mode (RGB, L, RGBA or LA).
+
+    Any damaged or hostile input raises a SelicFormatError (a ValueError): bad structure or CRC,
+    a size over the decompression-bomb limit (ImageTooLargeError), or latent symbols that fail
+    the file's hash (DesyncError).
+    """
     f = unpack(data)
-    check_pixels(f.header)
+    try:
+        check_pixels(f.header)
+    except Image.DecompressionBombError as exc:
+        raise ImageTooLargeError(str(exc)) from exc
     image = engine_for_id(f.header.model_id, device).decode_file(f)
-    image.info.update({k: v.decode("utf-8", "replace") if k in ("caption", "xmp") else v for k, v in f.metadata.items()})
+    image.info.update({k: v.decode("utf-8", "replace") if k == "caption" else v
+                       for k, v in f.metadata.items()})
     image.info["quality"] = f.header.quality
     image.info["model"] = f.header.model_id
     return image

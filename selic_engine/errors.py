@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from PIL import Image
+
 from .container.format import SelicFormatError, UnsupportedVersionError
 
 
@@ -13,8 +15,19 @@ class UnknownModelError(SelicFormatError, LookupError):
     """The file was made with decoder weights that this installation does not have."""
 
 
+class ImageTooLargeError(SelicFormatError, Image.DecompressionBombError):
+    """The header claims more pixels than Pillow's decompression-bomb limit allows (Image.MAX_IMAGE_PIXELS)."""
+
+
 class WeightsNotFoundError(FileNotFoundError):
     """Shipped weights were requested but are not installed (or fail their recorded sha256)."""
 
 
-__all__ = ["DesyncError", "SelicFormatError", "UnknownModelError", "UnsupportedVersionError", "WeightsNotFoundError"]
+__all__ = [
+    "DesyncError",
+    "ImageTooLargeError",
+    "SelicFormatError",
+    "UnknownModelError",
+    "UnsupportedVersionError",
+    "WeightsNotFoundError",
+]

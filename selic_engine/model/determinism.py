@@ -23,7 +23,7 @@ class native_conv(TorchFunctionMode):  # noqa: N801 - used as a context manager,
         kwargs = kwargs or {}
         if func in (F.conv2d, torch.conv2d) and args[0].device.type == "cpu":
             names = ("input", "weight", "bias", "stride", "padding", "dilation", "groups")
-            bound = dict(zip(names, args)) | kwargs
+            bound = dict(zip(names, args, strict=False)) | kwargs
             if _pair(bound.get("dilation", 1)) == (1, 1) and bound.get("groups", 1) == 1 \
                     and not isinstance(bound.get("padding", 0), str):
                 w = bound["weight"]

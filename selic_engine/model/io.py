@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from ..config import ModelConfig
@@ -46,14 +49,24 @@ def save_weights(model: SelicModel, path: Path, extra: dict[str, str] | None = N
     return mid
 
 
+@contextmanager
+def _open(path: Path) -> Iterator[Any]:
+    """safe_open whose parse errors (SafetensorError) become ValueError, like every other bad-file error here."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            yield f
+    except SafetensorError as exc:
+        raise ValueError(f"{path}: not a valid safetensors file ({exc})") from exc
+
+
 def read_metadata(path: Path) -> dict[str, str]:
-    with safe_open(str(path), framework="pt") as f:
+    with _open(path) as f:
         return dict(f.metadata() or {})
 
 
 def load_weights(path: Path) -> tuple[SelicModel, str]:
     """Returns (model in eval mode on the CPU, model id recomputed from the tensors)."""
-    with safe_open(str(path), framework="pt") as f:
+    with _open(path) as f:
         meta = f.metadata() or {}
         if "config" not in meta:
             raise ValueError(f"{path}: not a selic weights file (no config metadata)")

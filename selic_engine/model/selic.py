@@ -8,6 +8,7 @@ so that tiny float differences between machines cannot flip a table index.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -20,6 +21,7 @@ from ..config import ModelConfig
 from ..entropy import ChannelARM
 from .fusion import SemanticFusion
 from .gain import QualityGains
+from .tiling import analyze_tiled, synthesize_tiled
 from .transforms import analysis, hyper_analysis, hyper_synthesis, synthesis
 
 #: g_a and h_a downsample by 64 in total: inputs are padded to a multiple of this.
@@ -104,10 +106,14 @@ class SelicModel(CompressionModel):
         x: Tensor,
         quality: float,
         embedding: Tensor | None = None,
+        tile: int | None = None,
     ) -> Coded:
-        """x: (1, 3, H, W) in [0, 1]; any H, W (padded here, cropped by the decoder)."""
+        """x: (1, 3, H, W), float in [0, 1] or uint8; any H, W (padded here, cropped by the decoder).
+
+        g_a runs in overlapping tiles above the tile size (see tiling); the latent is coded whole.
+        """
         q = torch.tensor([float(quality)])
-        y = self.analyze(pad_to_stride(x), q, embedding, None)
+        y = analyze_tiled(lambda window: self.analyze(window, q, embedding, None), x, self.config.M, tile)
         device, dtype = self._prior()
         z = self.h_a(y).to(device=device, dtype=dtype)
         z_stream = self.entropy_bottleneck.compress(z)[0]
@@ -124,12 +130,20 @@ class SelicModel(CompressionModel):
         z_shape: tuple[int, int],
         quality: float,
         size: tuple[int, int],
+        tile: int | None = None,
+        check_symbols: Callable[[Tensor], None] | None = None,
     ) -> tuple[Tensor, Tensor]:
-        """Returns (x_hat (1, 3, H, W) clamped to [0, 1] and cropped to size=(H, W), y symbols)."""
+        """Returns (x_hat (1, 3, H, W) clamped to [0, 1] and cropped to size=(H, W), y symbols).
+
+        check_symbols sees the decoded symbols before synthesis, so a damaged stream can be
+        refused before the expensive part. g_s runs in overlapping tiles above the tile size.
+        """
         means, scales = self._hyper_params(z_stream, z_shape)
         y_hat, symbols = self.charm.decompress(y_stream, means, scales)
+        del means, scales
+        if check_symbols is not None:
+            check_symbols(symbols)
         g_param = next(self.g_s.parameters())
         y_hat = y_hat.to(device=g_param.device, dtype=g_param.dtype)
-        x_hat = self.synthesize(y_hat, torch.tensor([float(quality)]))
-        h, w = size
-        return x_hat[..., :h, :w].clamp_(0, 1), symbols
+        q = torch.tensor([float(quality)])
+        return synthesize_tiled(lambda window: self.synthesize(window, q), y_hat, size, tile), symbols

@@ -1,0 +1,128 @@
+"""Tiled analysis and synthesis: large images in bounded memory, without seams, in the unchanged file format.
+
+Only the pixel-domain transforms are tiled. g_a runs on overlapping windows of the (virtually)
+padded image and each window keeps the latents of its own tile; g_s runs on overlapping latent
+windows and each keeps the pixels of its own tile. The margin (128 px = 8 latents) is wider
+than either receptive field (g_a + fusion: 89 px; g_s: 7 latents = 112 px, measured), so every
+kept value is computed from exactly the inputs the whole-image transform would use: tiled and
+untiled results agree up to float rounding. The hyperprior and the ChARM work on the whole
+latent (1/16 and 1/64 resolution), so there is one entropy-coded latent and the decoder derives
+the tiling from width and height alone.
+
+Images that fit in one tile take the single-window path, which is the untiled computation.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+#: Latent stride of g_a / g_s, and the alignment of every tile edge (the hyperprior's stride).
+LATENT_STRIDE = 16
+ALIGN = 64
+#: Tile side in pixels (both directions), unless $SELIC_TILE or an explicit argument says otherwise.
+DEFAULT_TILE = 1024
+#: Context kept around each tile, in pixels: more than the receptive field of g_a (89 px) and g_s (112 px).
+MARGIN = 128
+
+
+def round_up(n: int, multiple: int = ALIGN) -> int:
+    return -(-n // multiple) * multiple
+
+
+def tile_size(tile: int | None = None) -> int:
+    """The tile side in pixels: the argument, else $SELIC_TILE, else DEFAULT_TILE; a positive multiple of 64."""
+    value = tile if tile is not None else int(os.environ.get("SELIC_TILE", DEFAULT_TILE))
+    if value < ALIGN or value % ALIGN:
+        raise ValueError(f"tile size must be a positive multiple of {ALIGN} pixels, got {value}")
+    return value
+
+
+def spans(length: int, tile: int) -> list[tuple[int, int]]:
+    """Cut [0, length) (a multiple of 64) into near-equal spans of at most `tile`, edges on multiples of 64."""
+    count = -(-length // tile)
+    units = length // ALIGN
+    edges = [ALIGN * (units * i // count) for i in range(count + 1)]
+    return list(zip(edges[:-1], edges[1:], strict=True))
+
+
+def _window(start: int, stop: int, length: int, margin: int) -> tuple[int, int]:
+    return max(0, start - margin), min(length, stop + margin)
+
+
+def _crop_indices(start: int, stop: int, size: int, device: torch.device) -> Tensor:
+    """Indices of rows (or columns) start..stop of the replicate-padded image: past the edge repeats the last."""
+    return torch.arange(start, stop, device=device).clamp_(max=size - 1)
+
+
+def analyze_tiled(
+    analyze: Callable[[Tensor], Tensor],
+    x: Tensor,
+    channels: int,
+    tile: int | None = None,
+) -> Tensor:
+    """The latent y of x (1, 3, H, W; float in [0, 1] or uint8) padded to a multiple of 64 by edge replication.
+
+    `analyze` maps an image window to its latent. Windows are cut from x directly, so the padded
+    whole image is never materialised.
+    """
+    t = tile_size(tile)
+    H, W = x.shape[-2:]
+    Hp, Wp = round_up(H), round_up(W)
+    y: Tensor | None = None
+    for r0, r1 in spans(Hp, t):
+        a0, a1 = _window(r0, r1, Hp, MARGIN)
+        rows = x.index_select(-2, _crop_indices(a0, a1, H, x.device))
+        for c0, c1 in spans(Wp, t):
+            b0, b1 = _window(c0, c1, Wp, MARGIN)
+            window = rows.index_select(-1, _crop_indices(b0, b1, W, x.device))
+            if window.dtype == torch.uint8:
+                window = window.float().div_(255)
+            part = analyze(window)
+            if y is None:
+                y = part.new_empty(1, channels, Hp // LATENT_STRIDE, Wp // LATENT_STRIDE)
+            s = LATENT_STRIDE
+            y[..., r0 // s : r1 // s, c0 // s : c1 // s] = part[
+                ..., (r0 - a0) // s : (r1 - a0) // s, (c0 - b0) // s : (c1 - b0) // s
+            ]
+        del rows
+    assert y is not None
+    return y
+
+
+def synthesize_tiled(
+    synthesize: Callable[[Tensor], Tensor],
+    y_hat: Tensor,
+    size: tuple[int, int],
+    tile: int | None = None,
+) -> Tensor:
+    """x_hat (1, 3, H, W) clamped to [0, 1] from the whole latent y_hat, synthesised in overlapping tiles.
+
+    `synthesize` maps a latent window to pixels; only the (H, W) output is ever held whole.
+    """
+    t = tile_size(tile) // LATENT_STRIDE
+    m = MARGIN // LATENT_STRIDE
+    H, W = size
+    h, w = y_hat.shape[-2:]
+    out: Tensor | None = None
+    for r0, r1 in spans(h * LATENT_STRIDE, t * LATENT_STRIDE):
+        r0, r1 = r0 // LATENT_STRIDE, r1 // LATENT_STRIDE
+        a0, a1 = _window(r0, r1, h, m)
+        for c0, c1 in spans(w * LATENT_STRIDE, t * LATENT_STRIDE):
+            c0, c1 = c0 // LATENT_STRIDE, c1 // LATENT_STRIDE
+            b0, b1 = _window(c0, c1, w, m)
+            part = synthesize(y_hat[..., a0:a1, b0:b1])
+            if out is None:
+                out = part.new_empty(1, 3, H, W)
+            s = LATENT_STRIDE
+            rows, cols = min(r1 * s, H) - r0 * s, min(c1 * s, W) - c0 * s
+            out[..., r0 * s : r0 * s + rows, c0 * s : c0 * s + cols] = part[
+                ..., (r0 - a0) * s : (r0 - a0) * s + rows, (c0 - b0) * s : (c0 - b0) * s + cols
+            ].clamp_(0, 1)
+            del part
+    assert out is not None
+    return out
+

@@ -1,0 +1,244 @@
+"""Trust: weights come only from safetensors and match their recorded sha256; nothing unpickles a file;
+a failed save leaves no partial output."""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import json
+import os
+import pickle
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import selic_engine as se
+import selic_engine.engine as engine
+from selic_engine import cli
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("selic_engine", "pillow_selic", "benchmarks")
+
+
+# --- weights --------------------------------------------------------------------------------------------------------
+
+@pytest.fixture
+def weights_dir(monkeypatch, tmp_path, tiny_weights) -> Path:
+    """A temporary shipped-weights folder holding the tiny model as 'small', with a correct manifest."""
+    path = tmp_path / "selic-small.safetensors"
+    shutil.copyfile(tiny_weights, path)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    (tmp_path / "manifest.json").write_text(json.dumps({path.name: {"sha256": digest}}))
+    monkeypatch.setattr(engine, "shipped_weights_path", lambda name: tmp_path / f"selic-{name}.safetensors")
+    monkeypatch.setattr(engine, "MANIFEST", tmp_path / "manifest.json")
+    return tmp_path
+
+
+def test_shipped_weights_load_when_their_sha256_matches(weights_dir):
+    assert engine.resolve_weights("small") == weights_dir / "selic-small.safetensors"
+
+
+def test_tampered_shipped_weights_are_refused(weights_dir, monkeypatch):
+    path = weights_dir / "selic-small.safetensors"
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 1  # one bit of one tensor
+    path.write_bytes(bytes(data))
+    loads: list[Path] = []
+    monkeypatch.setattr(engine, "load_weights", lambda p: loads.append(p))
+    with pytest.raises(se.WeightsNotFoundError, match="sha256"):
+        engine.resolve_weights("small")
+    with pytest.raises(se.WeightsNotFoundError, match="sha256"):
+        se.encode(np.zeros((8, 8, 3), np.uint8), 4, caption=False, model="small")
+    assert not loads  # refused before a single tensor was read
+
+
+def test_weights_without_a_manifest_entry_are_refused(weights_dir):
+    (weights_dir / "manifest.json").write_text("{}")
+    with pytest.raises(se.WeightsNotFoundError, match="not installed"):
+        engine.resolve_weights("small")
+
+
+def test_shipped_manifest_matches_the_shipped_files():
+    """Whatever the package ships is recorded, and the records are right (nothing to check before export)."""
+    from selic_engine.weights import WEIGHTS_DIR
+
+    manifest_path = WEIGHTS_DIR / "manifest.json"
+    shipped = sorted(WEIGHTS_DIR.glob("*.safetensors"))
+    if not shipped:
+        pytest.skip("no shipped weights in this checkout yet")
+    manifest = json.loads(manifest_path.read_text())
+    for path in shipped:
+        assert hashlib.sha256(path.read_bytes()).hexdigest() == manifest[path.name]["sha256"], path.name
+
+
+class _Exploit:
+    """Unpickling this runs code: it would create the marker file."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+@pytest.mark.parametrize("suffix", [".pt", ".pth", ".bin", ".ckpt", ".pkl", ""])
+def test_pickled_weights_are_never_loaded(tmp_path, suffix, monkeypatch):
+    """A pickle with any name other than .safetensors is not a weights file; torch.load is never reached."""
+    marker = tmp_path / "pwned"
+    path = tmp_path / f"model{suffix}"
+    path.write_bytes(pickle.dumps(_Exploit(marker)))
+    monkeypatch.setattr("torch.load", lambda *a, **k: pytest.fail("torch.load called"))
+    with pytest.raises(se.WeightsNotFoundError):
+        engine.resolve_weights(path)
+    with pytest.raises(se.WeightsNotFoundError):
+        se.encode(np.zeros((8, 8, 3), np.uint8), 4, caption=False, model=path)
+    assert not marker.exists()
+
+
+def test_a_pickle_named_safetensors_is_not_unpickled(tmp_path):
+    marker = tmp_path / "pwned"
+    path = tmp_path / "model.safetensors"
+    path.write_bytes(pickle.dumps(_Exploit(marker)))
+    with pytest.raises(Exception) as info:  # its type is the subject of the next test
+        se.encode(np.zeros((8, 8, 3), np.uint8), 4, caption=False, model=path)
+    assert not marker.exists() and "pwned" not in str(info.value)
+
+
+def test_corrupt_weights_file_is_a_clear_error(tmp_path):
+    path = tmp_path / "model.safetensors"
+    path.write_bytes(b"not a safetensors file at all")
+    with pytest.raises((OSError, ValueError)):
+        se.encode(np.zeros((8, 8, 3), np.uint8), 4, caption=False, model=path)
+
+
+# --- nothing unpickles data from a file -----------------------------------------------------------------------------
+
+UNPICKLERS = {"pickle.load", "pickle.loads", "pickle.Unpickler", "cPickle.load", "cPickle.loads", "dill.load",
+              "dill.loads", "joblib.load", "marshal.load", "marshal.loads", "shelve.open", "pandas.read_pickle",
+              "pd.read_pickle", "torch.jit.load", "_pickle.load", "_pickle.loads"}
+
+
+def _dotted(node: ast.AST) -> str:
+    if isinstance(node, ast.Name):
+        return node.id
+    if isinstance(node, ast.Attribute):
+        return f"{_dotted(node.value)}.{node.attr}"
+    return "?"
+
+
+def _keyword(call: ast.Call, name: str) -> ast.expr | None:
+    return next((k.value for k in call.keywords if k.arg == name), None)
+
+
+def unpickling_calls(source: str, filename: str) -> list[str]:
+    """Calls that can unpickle: pickle & co., torch.load without weights_only=True, np.load with allow_pickle=True,
+    yaml.load without a safe loader; also `from pickle import load`-style imports."""
+    found = []
+    for node in ast.walk(ast.parse(source, filename)):
+        where = f"{filename}:{getattr(node, 'lineno', '?')}"
+        if isinstance(node, ast.ImportFrom) and node.module in ("pickle", "_pickle", "dill", "marshal", "shelve"):
+            found.append(f"{where} from {node.module} import ...")
+        if not isinstance(node, ast.Call):
+            continue
+        name = _dotted(node.func)
+        if name in UNPICKLERS:
+            found.append(f"{where} {name}")
+        elif name == "torch.load":
+            flag = _keyword(node, "weights_only")
+            if not (isinstance(flag, ast.Constant) and flag.value is True):
+                found.append(f"{where} torch.load without weights_only=True")
+        elif name in ("np.load", "numpy.load"):
+            flag = _keyword(node, "allow_pickle")
+            if flag is not None and not (isinstance(flag, ast.Constant) and flag.value is False):
+                found.append(f"{where} {name} with allow_pickle")
+        elif name == "yaml.load" and "Safe" not in ast.unparse(_keyword(node, "Loader") or ast.Constant(None)):
+            found.append(f"{where} yaml.load without SafeLoader")
+    return found
+
+
+def test_checker_finds_unpickling():
+    bad = ("import pickle, torch, numpy as np\nfrom pickle import loads\npickle.load(f)\ntorch.load(p)\n"
+           "torch.load(p, weights_only=False)\nnp.load(p, allow_pickle=True)\nyaml.load(s)\n")
+    assert len(unpickling_calls(bad, "bad.py")) == 6
+    good = "torch.load(p, map_location='cpu', weights_only=True)\nnp.load(p)\nnp.load(p, allow_pickle=False)\n"
+    assert unpickling_calls(good, "good.py") == []
+
+
+def test_nothing_unpickles_data_from_a_file():
+    found = []
+    for package in PACKAGES:
+        for path in sorted((ROOT / package).rglob("*.py")):
+            found += unpickling_calls(path.read_text(encoding="utf-8"), str(path.relative_to(ROOT)))
+    assert not found, "\n".join(found)
+
+
+# --- a failed save leaves nothing behind ------------------------------------------------------------------------------
+
+@pytest.fixture
+def source(tmp_path, photo) -> Path:
+    from PIL import Image
+
+    path = tmp_path / "in" / "photo.png"
+    path.parent.mkdir()
+    Image.fromarray(photo).save(path)
+    return path
+
+
+def _compress(source: Path, out: Path, *extra: str) -> None:
+    cli.main(["compress", str(source), "-o", str(out), "--no-caption", *extra])
+
+
+def test_compress_writes_one_complete_file(source, tmp_path, tiny_weights):
+    out = tmp_path / "out"
+    out.mkdir()
+    _compress(source, out, "--model", str(tiny_weights))
+    assert [p.name for p in out.iterdir()] == ["photo.selic"]
+    assert se.decode((out / "photo.selic").read_bytes()).size == (101, 77)
+
+
+@pytest.mark.parametrize("failure", ["encoder raises", "bad quality", "missing model", "disk full", "interrupted"])
+def test_failed_compress_leaves_no_partial_output(source, tmp_path, tiny_weights, monkeypatch, failure):
+    """Whatever fails, the output folder is as it was: no new file, no temporary, an old file untouched."""
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "photo.selic").write_bytes(b"previous version")
+    args = ["--model", str(tiny_weights)]
+    expected: type[BaseException] = SystemExit
+    if failure == "encoder raises":
+        monkeypatch.setattr(se, "encode", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("boom in g_a")))
+    elif failure == "bad quality":
+        args += ["-q", "9"]
+    elif failure == "missing model":
+        args = ["--model", str(tmp_path / "nope.safetensors")]
+    else:
+        real_write = Path.write_bytes
+
+        def half_then_fail(self: Path, data: bytes) -> int:
+            real_write(self, data[: len(data) // 2])
+            raise OSError(28, "No space left on device") if failure == "disk full" else KeyboardInterrupt
+
+        monkeypatch.setattr(Path, "write_bytes", half_then_fail)
+        expected = SystemExit if failure == "disk full" else KeyboardInterrupt
+    with pytest.raises(expected):
+        _compress(source, out, *args)
+    assert sorted(os.listdir(out)) == ["photo.selic"]
+    assert (out / "photo.selic").read_bytes() == b"previous version"
+
+
+def test_failed_decompress_leaves_no_partial_output(source, tmp_path, tiny_weights, monkeypatch):
+    from PIL import Image
+
+    out = tmp_path / "out"
+    out.mkdir()
+    _compress(source, out, "--model", str(tiny_weights))
+
+    def failing_save(self, fp, *args, **kwargs):
+        Path(fp).write_bytes(b"\x89PNG half")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Image.Image, "save", failing_save)
+    with pytest.raises(SystemExit):
+        cli.main(["decompress", str(out / "photo.selic"), "-o", str(out)])
+    assert sorted(os.listdir(out)) == ["photo.selic"]
