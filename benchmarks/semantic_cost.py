@@ -115,7 +115,7 @@ def fusion_cost(image: Image.Image, caption: str, repeats: int) -> dict[str, Any
          lambda: semantic.embed_texts([caption], engine.config.text_dim)], repeats)
     model = engine.model
     x, _ = imaging.split(image)
-    x = x.to(engine.device)
+    x = x.to(engine.device).float().div_(255)
     with torch.no_grad():
         y3 = model.g_a(x)
         emb = torch.zeros(1, engine.config.text_dim, device=engine.device)

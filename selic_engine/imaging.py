@@ -50,21 +50,20 @@ def normalize_mode(image: Image.Image) -> Image.Image:
 
 
 def split(image: Image.Image) -> tuple[torch.Tensor, bytes | None]:
-    """-> (1, 3, H, W) float tensor in [0, 1], PNG bytes of the alpha plane or None."""
+    """-> (1, 3, H, W) uint8 tensor (the model converts tile by tile), PNG bytes of the alpha plane or None."""
     alpha = None
     if image.mode in ("RGBA", "LA"):
         buf = io.BytesIO()
         image.getchannel("A").save(buf, format="PNG", optimize=True)
         alpha = buf.getvalue()
-    rgb = np.asarray(image.convert("RGB"))
+    rgb = np.array(image.convert("RGB"))  # a writable copy: torch.from_numpy warns on read-only arrays
     # NCHW-contiguous: channels_last inputs crash conv kernels in this torch build (seen here)
-    x = torch.from_numpy(rgb.copy()).permute(2, 0, 1).contiguous()[None].float().div_(255)
-    return x, alpha
+    return torch.from_numpy(rgb).permute(2, 0, 1).contiguous()[None], alpha
 
 
 def merge(x_hat: torch.Tensor, mode: str, alpha: bytes | None) -> Image.Image:
-    """(1, 3, H, W) in [0, 1] + stored alpha -> a PIL image in the original mode."""
-    rgb = x_hat[0].mul(255).round_().clamp_(0, 255).to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+    """(1, 3, H, W) in [0, 1] (scaled in place) + stored alpha -> a PIL image in the original mode."""
+    rgb = x_hat[0].mul_(255).round_().clamp_(0, 255).to(torch.uint8).permute(1, 2, 0).cpu().numpy()
     image = Image.fromarray(np.ascontiguousarray(rgb), "RGB")
     if mode in ("L", "LA"):
         image = image.convert("L")

@@ -162,3 +162,12 @@ def test_quality_changes_rate(tiny_engine, photo):
     # The gains start geometrically spaced over the qualities, so even an untrained model spends more bits at q=8.
     sizes = [len(se.encode(photo, q, caption=False, model=tiny_engine.model_id)) for q in (1, 8)]
     assert sizes[0] < sizes[1]
+
+
+def test_banded_parameter_nets_match_the_whole_latent():
+    from selic_engine.entropy.charm import banded, param_net
+
+    net = param_net(8, 16, 4).double().eval()
+    x = torch.randn(1, 8, 100, 7, dtype=torch.float64)
+    with torch.no_grad():
+        assert torch.allclose(banded(net, x), net(x), rtol=0, atol=1e-12)

@@ -30,6 +30,31 @@ def param_net(in_ch: int, hidden: int, out_ch: int) -> nn.Sequential:
     )
 
 
+#: Latent rows per band when the parameter nets run outside training (see `banded`).
+BAND_ROWS = 32
+#: Rows of context each side of a band: the three 3x3 convs of a parameter net see 3 rows away.
+BAND_MARGIN = 3
+
+
+def banded(net: nn.Module, x: Tensor) -> Tensor:
+    """net(x) computed in horizontal bands when not training.
+
+    The float64 reference convolution unfolds its whole input (about 63 bytes per pixel of the
+    image for the small preset, 1.5 GB at 24 MP); bands bound that. The margin covers the nets'
+    receptive field, so each kept row sees the inputs the whole-latent pass would. Encoder and
+    decoder band identically (the band layout depends only on the latent height), so the
+    probability tables they derive agree bit for bit.
+    """
+    height = x.shape[-2]
+    if net.training or height <= BAND_ROWS + 2 * BAND_MARGIN:
+        return net(x)
+    parts = []
+    for top in range(0, height, BAND_ROWS):
+        lo, hi = max(0, top - BAND_MARGIN), min(height, top + BAND_ROWS + BAND_MARGIN)
+        parts.append(net(x[..., lo:hi, :])[..., top - lo : top - lo + min(BAND_ROWS, height - top), :])
+    return torch.cat(parts, dim=-2)
+
+
 class ChannelARM(nn.Module):
     def __init__(self, M: int, slices: int, hidden: int) -> None:
         super().__init__()
@@ -43,10 +68,10 @@ class ChannelARM(nn.Module):
     def _run(self, hyper_means: Tensor, hyper_scales: Tensor, step: SliceStep) -> Tensor:
         done: list[Tensor] = []
         for i in range(self.slices):
-            mu = self.mean_nets[i](torch.cat([hyper_means, *done], dim=1))
-            scale = self.scale_nets[i](torch.cat([hyper_scales, *done], dim=1))
+            mu = banded(self.mean_nets[i], torch.cat([hyper_means, *done], dim=1))
+            scale = banded(self.scale_nets[i], torch.cat([hyper_scales, *done], dim=1))
             y_hat = step(i, mu, scale)
-            lrp = self.lrp_nets[i](torch.cat([hyper_means, *done, y_hat], dim=1))
+            lrp = banded(self.lrp_nets[i], torch.cat([hyper_means, *done, y_hat], dim=1))
             done.append(y_hat + 0.5 * torch.tanh(lrp))
         return torch.cat(done, dim=1)
 
