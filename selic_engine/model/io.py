@@ -45,6 +45,7 @@ def save_weights(model: SelicModel, path: Path, extra: dict[str, str] | None = N
     meta = {"config": model.config.to_json(), "model_id": mid, **(extra or {})}
     tmp = path.with_name(path.name + ".tmp")
     save_file(state, str(tmp), metadata=meta)
+    tmp.chmod(0o644)  # safetensors creates the file private; weights are meant to be shipped and shared
     tmp.replace(path)
     return mid
 
