@@ -20,8 +20,14 @@ from hypothesis import strategies as st
 
 import selic_engine as se
 from selic_engine.model.determinism import native_conv
-from selic_engine.model.selic import pad_to_stride
 from selic_engine.model.tiling import ALIGN, LATENT_STRIDE, MARGIN, analyze_tiled, spans, synthesize_tiled, tile_size
+
+
+def pad_to_stride(x: torch.Tensor) -> torch.Tensor:
+    """The whole-image reference for tiling: replicate-pad to a multiple of 64, as analyze_tiled does virtually."""
+    ph, pw = (-x.shape[-2]) % ALIGN, (-x.shape[-1]) % ALIGN
+    return torch.nn.functional.pad(x, (0, pw, 0, ph), mode="replicate") if ph or pw else x
+
 
 SMALL_TILE = 384  # 1344x896 padded -> 4x3 tiles: interior tiles with margins on every side
 

@@ -31,6 +31,6 @@ def _import_compressai() -> None:
 
 _import_compressai()
 
-from .selic import STRIDE, Coded, SelicModel  # noqa: E402
+from .selic import Coded, SelicModel  # noqa: E402
 
-__all__ = ["STRIDE", "Coded", "SelicModel"]
+__all__ = ["Coded", "SelicModel"]

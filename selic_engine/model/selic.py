@@ -12,7 +12,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from compressai.entropy_models import EntropyBottleneck
 from compressai.models import CompressionModel
 from torch import Tensor
@@ -24,9 +23,6 @@ from .gain import QualityGains
 from .tiling import analyze_tiled, synthesize_tiled
 from .transforms import analysis, hyper_analysis, hyper_synthesis, synthesis
 
-#: g_a and h_a downsample by 64 in total: inputs are padded to a multiple of this.
-STRIDE = 64
-
 
 @dataclass
 class Coded:
@@ -36,12 +32,6 @@ class Coded:
     y_stream: bytes
     z_shape: tuple[int, int]
     symbols: Tensor  # int32 y symbols, hashed into the file to detect desynchronisation
-
-
-def pad_to_stride(x: Tensor) -> Tensor:
-    h, w = x.shape[-2:]
-    ph, pw = (-h) % STRIDE, (-w) % STRIDE
-    return F.pad(x, (0, pw, 0, ph), mode="replicate") if ph or pw else x
 
 
 class SelicModel(CompressionModel):
