@@ -27,7 +27,7 @@ from PIL import Image
 
 import selic_engine as se
 from selic_engine.container import MAGIC, unpack
-from selic_engine.engine import escape_rate, guard_rans_stream
+from selic_engine.entropy.guard import escape_rate, guard_rans_stream
 
 ALLOWED = (SyntaxError, OSError, ValueError)
 CASE_SECONDS = 30.0  # per case, on a loaded 2-core CI machine; a tiny file decodes in about a second

@@ -1,5 +1,6 @@
 """Entropy coding: the ChARM latent model and the rANS streams it drives."""
 
-from .charm import ChannelARM
+from .. import _compressai  # noqa: F401  (first: imports compressai without transformers)
+from .charm import ChannelARM  # noqa: E402
 
 __all__ = ["ChannelARM"]
