@@ -37,7 +37,12 @@ if TYPE_CHECKING:
     from .config import DEFAULT_QUALITY, PRESETS, ModelConfig, preset  # noqa: F401
     from .container import Header, SelicFormatError, UnsupportedVersionError  # noqa: F401
     from .engine import decode, encode, get_engine, probe, register_model, select_device  # noqa: F401
-    from .errors import DesyncError, ImageTooLargeError, UnknownModelError, WeightsNotFoundError  # noqa: F401
+    from .errors import (  # noqa: F401
+        DesyncError,
+        ImageTooLargeError,
+        UnknownModelError,
+        WeightsNotFoundError,
+    )
 
 
 def __getattr__(name: str) -> Any:

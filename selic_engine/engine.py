@@ -20,7 +20,6 @@ from PIL import Image
 from . import imaging
 from .config import DEFAULT_QUALITY, QUALITY_MAX, QUALITY_MIN
 from .container import Header, SelicFile, pack, quantize_quality, read_header, unpack
-from .entropy.guard import escape_rate, guard_rans_stream
 from .errors import DesyncError, ImageTooLargeError, UnknownModelError, WeightsNotFoundError
 from .model import SelicModel
 from .model.determinism import native_conv
@@ -88,10 +87,6 @@ class Engine:
 
     def __init__(self, model: SelicModel, device: torch.device, mid: str) -> None:
         self.model = model.coding_layout(device)
-        eb, gc = self.model.entropy_bottleneck, self.model.charm.gaussian_conditional
-        # the tables are fixed per model: their escape rates size every stream guard
-        self._escape_rates = (escape_rate(eb._quantized_cdf, eb._cdf_length),
-                              escape_rate(gc.quantized_cdf, gc.cdf_length))
         self.device = device
         self.model_id = mid
         self.config = model.config
@@ -126,18 +121,12 @@ class Engine:
     def decode_file(self, f: SelicFile) -> Image.Image:
         """Decode a parsed file. Hostile streams end in a SelicFormatError (DesyncError), never a crash.
 
-        Both rANS streams are handed to compressai padded by guard_rans_stream, and the decoded
+        Both rANS streams are decoded through entropy.guard.GuardedDecoder, and the decoded
         symbols are checked against the file's hash before g_s runs, so a damaged or forged
         latent is refused before the expensive (and, for a huge claimed size, slow) synthesis.
         """
         h = f.header
-        c = self.config
         z_shape = (-(-h.height // 64), -(-h.width // 64))
-        n_z = c.Nz * z_shape[0] * z_shape[1]
-        n_y = c.M * 16 * z_shape[0] * z_shape[1]
-        z_rate, y_rate = self._escape_rates
-        z_stream = guard_rans_stream(f.z_stream, n_z, z_rate)
-        y_stream = guard_rans_stream(f.y_stream, n_y, y_rate)
 
         def check(symbols: torch.Tensor) -> None:
             if symbol_hash(symbols) != h.symbol_hash:
@@ -146,7 +135,7 @@ class Engine:
 
         try:
             with native_conv():
-                x_hat, _ = self.model.decompress(z_stream, y_stream, z_shape, h.quality, (h.height, h.width),
+                x_hat, _ = self.model.decompress(f.z_stream, f.y_stream, z_shape, h.quality, (h.height, h.width),
                                                  check_symbols=check)
         except DesyncError:
             raise

@@ -27,7 +27,8 @@ from PIL import Image
 
 import selic_engine as se
 from selic_engine.container import MAGIC, unpack
-from selic_engine.entropy.guard import escape_rate, guard_rans_stream
+from selic_engine.entropy import guard
+from selic_engine.entropy.guard import CHUNK, GuardedDecoder, Tables, guard_rans_stream
 
 ALLOWED = (SyntaxError, OSError, ValueError)
 CASE_SECONDS = 30.0  # per case, on a loaded 2-core CI machine; a tiny file decodes in about a second
@@ -399,8 +400,19 @@ def _hostile_streams(rng: np.random.Generator) -> dict[str, bytes]:
     }
 
 
-@pytest.mark.parametrize("tables", ["charm", "entropy_bottleneck"])
-def test_rans_guard_keeps_reads_inside_the_buffer(tiny_engine, tables):
+def _tables(model, which: str) -> Tables:
+    if which == "charm":
+        return model.charm.tables()
+    eb = model.entropy_bottleneck
+    return Tables.of(eb._quantized_cdf, eb._cdf_length, eb._offset)
+
+
+def _likeliest_escape(t: Tables) -> int:
+    return max(range(len(t.length_list)), key=lambda i: 65536 - t.cdf[i][t.length_list[i] - 2])
+
+
+@pytest.mark.parametrize("which", ["charm", "entropy_bottleneck"])
+def test_rans_guard_keeps_reads_inside_the_buffer(tiny_engine, which):
     """On forged streams, compressai's decoder (modelled exactly) never reads past the guarded buffer.
 
     The reference model's symbols equal compressai's on every stream, which validates the model;
@@ -409,27 +421,75 @@ def test_rans_guard_keeps_reads_inside_the_buffer(tiny_engine, tables):
     """
     from compressai.ans import RansDecoder
 
-    model = tiny_engine.model
-    if tables == "charm":
-        gc = model.charm.gaussian_conditional
-        cdf, lengths, offsets = gc.quantized_cdf, gc.cdf_length, gc.offset
-    else:
-        eb = model.entropy_bottleneck
-        cdf, lengths, offsets = eb._quantized_cdf, eb._cdf_length, eb._offset
-    cdfs, lens, offs = cdf.tolist(), lengths.reshape(-1).tolist(), offsets.reshape(-1).tolist()
-    rate = escape_rate(cdf, lengths)
+    t = _tables(tiny_engine.model, which)
     rng = np.random.default_rng(0)
-    worst = max(range(len(lens)), key=lambda i: 65536 - cdfs[i][lens[i] - 2])
+    worst = _likeliest_escape(t)
     index_sets = {f"{n} likeliest escapes": [worst] * n for n in (16, 2048)}  # 16: the stream-run term dominates
-    index_sets["2048 random tables"] = rng.integers(0, len(lens), 2048).tolist()
+    index_sets["2048 random tables"] = rng.integers(0, len(t.length_list), 2048).tolist()
     for stream_name, stream in _hostile_streams(rng).items():
         for index_name, indexes in index_sets.items():
-            guarded = guard_rans_stream(stream, len(indexes), rate)
-            expected, words_read = reference_decode(guarded, indexes, cdfs, lens, offs)
+            guarded = guard_rans_stream(stream, len(indexes), t.budget(len(indexes), len(stream)) + CHUNK)
+            expected, words_read = reference_decode(guarded, indexes, t.cdf, t.length_list, t.offset_list)
             decoder = RansDecoder()
             decoder.set_stream(guarded)
-            assert decoder.decode_stream(indexes, cdfs, lens, offs) == expected, (stream_name, index_name)
+            assert decoder.decode_stream(indexes, t.cdf, t.length_list, t.offset_list) == expected, (
+                stream_name, index_name)
             assert words_read <= len(guarded) // 4, (stream_name, index_name, words_read)
+
+
+@pytest.mark.parametrize("which", ["charm", "entropy_bottleneck"])
+def test_guarded_decoder_refuses_escape_floods_of_any_length(tiny_engine, which, monkeypatch):
+    """Past the budget, the chunked decoder refuses the stream before it can read past the padding.
+
+    The flood is a real rANS stream of escapes cut to 16 bytes, so that decoding runs on into the
+    padding, whose pseudo-random words decode to escapes at the tables' rate until they outnumber
+    what 16 bytes can pay for; hostile byte patterns ride along. The chunk is
+    shrunk so that the stream stays cheap to model: every prefix the decoder actually decodes is
+    replayed on the reference decoder, which counts the words it reads.
+    """
+    from compressai.ans import RansEncoder
+
+    monkeypatch.setattr(guard, "CHUNK", 64)
+    t = _tables(tiny_engine.model, which)
+    n = 20000
+    worst = _likeliest_escape(t)
+    indexes = [worst] * n
+    far = [int(t.offsets[worst]) - 1 - k % 5000 for k in range(n)]  # every one below the table: an escape
+    flood = RansEncoder().encode_with_indexes(far, indexes, t.cdf, t.length_list, t.offset_list)[:16]
+    refused = 0
+    for stream in (flood, b"\xff" * 4000, np.full(1000, 0xF, "<u4").tobytes(), np.random.default_rng(1).bytes(3000)):
+        decoder = GuardedDecoder(stream, n, t)
+        padded = guard_rans_stream(stream, n, decoder.budget + 64)  # what the decoder was given
+        symbols, _ = reference_decode(padded, indexes, t.cdf, t.length_list, t.offset_list)
+        raw = np.array(symbols) - t.offsets[worst]
+        over = np.flatnonzero(np.cumsum((raw < 0) | (raw >= t.lengths[worst] - 2)) > decoder.budget)
+        if not over.size:  # this stream stays within budget: it decodes (to garbage the hash then refuses)
+            assert decoder.decode(torch.tensor(indexes)).shape == (n,)
+            continue
+        decoded = min(n, (over[0] // 64 + 1) * 64)  # the chunk that crosses the budget is the last one decoded
+        _, words_read = reference_decode(padded, indexes[:decoded], t.cdf, t.length_list, t.offset_list)
+        assert words_read <= len(padded) // 4
+        with pytest.raises(se.DesyncError, match="escape symbols"):
+            decoder.decode(torch.tensor(indexes))
+        refused += 1
+    assert refused >= 1  # the flood
+
+
+def test_escape_budget_holds_every_legitimate_stream(tiny_engine):
+    """The budget bounds real streams: escapes as dense as they can be still fit it (and a budget that
+    large only in the tightest case)."""
+    from compressai.ans import RansEncoder
+
+    t = tiny_engine.model.charm.tables()
+    easiest = min(range(len(t.length_list)), key=lambda i: 65536 - t.cdf[i][t.length_list[i] - 2])
+    for table in (_likeliest_escape(t), easiest):
+        for value in (t.offsets[table] - 1, t.offsets[table] + t.lengths[table] - 2):  # cheapest escapes
+            n = 3000
+            stream = RansEncoder().encode_with_indexes([int(value)] * n, [table] * n, t.cdf, t.length_list,
+                                                       t.offset_list)
+            decoder = GuardedDecoder(stream, n, t)
+            assert decoder.budget >= n * 0.1  # not vacuous
+            assert decoder.decode(torch.tensor([table] * n)).tolist() == [int(value)] * n
 
 
 def test_rans_guard_leaves_valid_streams_alone(tiny_engine):
@@ -439,9 +499,9 @@ def test_rans_guard_leaves_valid_streams_alone(tiny_engine):
     stream = eb.compress(z)[0]
     indexes = eb._build_indexes(z.size())[0].reshape(-1).tolist()
     cdfs, lens, offs = eb._quantized_cdf.tolist(), eb._cdf_length.tolist(), eb._offset.tolist()
-    guarded = guard_rans_stream(stream, len(indexes), escape_rate(eb._quantized_cdf, eb._cdf_length))
+    guarded = guard_rans_stream(stream, len(indexes), len(indexes))
     assert guarded.startswith(stream) and len(guarded) % 4 == 0
     plain, words_read = reference_decode(stream, indexes, cdfs, lens, offs)
     assert words_read == len(stream) // 4
     assert reference_decode(guarded, indexes, cdfs, lens, offs)[0] == plain
-    assert guard_rans_stream(stream, 10, 0.0) == guard_rans_stream(stream, 10, 0.0)  # deterministic padding
+    assert guard_rans_stream(stream, 10, 0) == guard_rans_stream(stream, 10, 0)  # deterministic padding

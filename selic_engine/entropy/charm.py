@@ -9,11 +9,13 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
-from compressai.ans import BufferedRansEncoder, RansDecoder
+from compressai.ans import BufferedRansEncoder
 from compressai.entropy_models import GaussianConditional
 from compressai.layers import conv3x3
 from compressai.ops import quantize_ste
 from torch import Tensor, nn
+
+from .guard import GuardedDecoder, Tables
 
 # step(i, mu, scale) -> quantized slice, before latent residual prediction
 SliceStep = Callable[[int, Tensor, Tensor], Tensor]
@@ -88,13 +90,13 @@ class ChannelARM(nn.Module):
         y_hat = self._run(hyper_means, hyper_scales, step)
         return y_hat, torch.cat(likelihoods, dim=1)
 
-    def _tables(self) -> tuple[list[list[int]], list[int], list[int]]:
+    def tables(self) -> Tables:
         gc = self.gaussian_conditional
-        return gc.quantized_cdf.tolist(), gc.cdf_length.reshape(-1).tolist(), gc.offset.reshape(-1).tolist()
+        return Tables.of(gc.quantized_cdf, gc.cdf_length, gc.offset)
 
     def compress(self, y: Tensor, hyper_means: Tensor, hyper_scales: Tensor) -> tuple[bytes, Tensor, Tensor]:
         """Returns (stream, y_hat, symbols). Symbols are int32 and are what the file hash covers."""
-        cdf, lengths, offsets = self._tables()
+        t = self.tables()
         encoder = BufferedRansEncoder()
         y_slices = y.chunk(self.slices, dim=1)
         symbols: list[Tensor] = []
@@ -102,7 +104,8 @@ class ChannelARM(nn.Module):
         def step(i: int, mu: Tensor, scale: Tensor) -> Tensor:
             indexes = self.gaussian_conditional.build_indexes(scale)
             q = torch.round(y_slices[i] - mu).to(torch.int32)
-            encoder.encode_with_indexes(q.reshape(-1).tolist(), indexes.reshape(-1).tolist(), cdf, lengths, offsets)
+            encoder.encode_with_indexes(q.reshape(-1).tolist(), indexes.reshape(-1).tolist(), t.cdf, t.length_list,
+                                        t.offset_list)
             symbols.append(q)
             return q.to(mu.dtype) + mu
 
@@ -110,16 +113,12 @@ class ChannelARM(nn.Module):
         return encoder.flush(), y_hat, torch.cat(symbols, dim=1)
 
     def decompress(self, stream: bytes, hyper_means: Tensor, hyper_scales: Tensor) -> tuple[Tensor, Tensor]:
-        """Returns (y_hat, symbols)."""
-        cdf, lengths, offsets = self._tables()
-        decoder = RansDecoder()
-        decoder.set_stream(stream)
+        """Returns (y_hat, symbols). The stream may be hostile: see guard.GuardedDecoder."""
+        decoder = GuardedDecoder(stream, hyper_means.numel(), self.tables())
         symbols: list[Tensor] = []
 
         def step(i: int, mu: Tensor, scale: Tensor) -> Tensor:
-            indexes = self.gaussian_conditional.build_indexes(scale)
-            values = decoder.decode_stream(indexes.reshape(-1).tolist(), cdf, lengths, offsets)
-            q = torch.tensor(values, dtype=torch.int32).reshape(mu.shape)
+            q = decoder.decode(self.gaussian_conditional.build_indexes(scale))
             symbols.append(q)
             return q.to(mu.dtype) + mu
 

@@ -6,6 +6,7 @@ import hashlib
 import json
 import math
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -74,6 +75,7 @@ def load_for_adapter(model: SelicModel, state: dict[str, torch.Tensor]) -> None:
 def validate(model: SelicModel, images: list[torch.Tensor]) -> dict[str, dict[str, float]]:
     """Estimated bpp (rounded latents, model likelihoods) and PSNR on held-out images, per quality."""
     model.eval()
+    autocast, model.transform_autocast = model.transform_autocast, None  # measure what the codec will do
     result = {}
     for q in VAL_QUALITIES:
         bpps, psnrs = [], []
@@ -84,6 +86,7 @@ def validate(model: SelicModel, images: list[torch.Tensor]) -> dict[str, dict[st
             bpps.append(bpp.item())
             psnrs.append(-10 * math.log10(max(mse_q.item(), 1e-10)))
         result[f"q{q:g}"] = {"bpp": sum(bpps) / len(bpps), "psnr": sum(psnrs) / len(psnrs)}
+    model.transform_autocast = autocast
     model.train()
     return result
 
@@ -149,6 +152,7 @@ def train(cfg: TrainConfig) -> Path:
         raise ValueError(f"embedder gives {embeddings.shape[1]}-d vectors, model expects {model_cfg.text_dim}; "
                          "train an encoder adapter for it with --adapter")
     model.to(device).train()
+    model.transform_autocast = torch.bfloat16 if cfg.bf16 else None
 
     if cfg.adapter:
         for name, p in model.named_parameters():
@@ -197,7 +201,8 @@ def train(cfg: TrainConfig) -> Path:
 
     if state is not None:  # last: building the DataLoader iterator draws from the torch RNG
         checkpoint.set_rng_state(state["rng"])
-    bar = tqdm(total=cfg.steps, initial=step, disable=rank != 0, unit="step", smoothing=0.05)
+    bar = tqdm(total=cfg.steps, initial=step, disable=rank != 0, unit="step", smoothing=0.05,
+               mininterval=0.1 if sys.stderr.isatty() else 60)  # a log file gets a line a minute
     t0 = time.time()
     while step < cfg.steps:
         lr = cfg.lr * (0.1 if cfg.lr_decay_at and step >= cfg.lr_decay_at else 1.0)
@@ -221,7 +226,7 @@ def train(cfg: TrainConfig) -> Path:
         step += 1
         bar.update(1)
         if rank == 0:
-            bar.set_postfix(loss=f"{loss.item():.3f}", bpp=f"{bpp.mean().item():.3f}",
+            bar.set_postfix(refresh=False, loss=f"{loss.item():.3f}", bpp=f"{bpp.mean().item():.3f}",
                             img_s=f"{cfg.batch_size * world * (bar.n - bar.initial) / (time.time() - t0):.1f}")
             if step % 50 == 0:
                 log.write(json.dumps({"step": step, "loss": loss.item(), "bpp": bpp.mean().item(),
