@@ -81,3 +81,41 @@ def test_ddp_two_cpu_processes_keep_identical_replicas(dataset, tmp_path):
     digests = json.loads((out / "replicas.json").read_text())
     assert len(digests) == 2 and digests[0] == digests[1]
     assert checkpoint.load(out / "last.pt")["step"] == 3
+
+
+def test_widening_keeps_what_the_narrow_model_computes():
+    """Net2Net-style widening: the wider model reproduces the narrow one's reconstruction and likelihoods."""
+    from selic_engine.config import ModelConfig
+    from selic_engine.model import SelicModel
+    from selic_engine.training.widen import widen, widenable
+
+    torch.manual_seed(0)
+    narrow = ModelConfig(**TINY)
+    model = SelicModel(narrow).eval()
+    for p in model.parameters():  # move away from the init, so that copied and fresh values differ
+        p.data.add_(0.05 * torch.randn_like(p))
+    wide_cfg = narrow.replace(N=24)
+    assert widenable(narrow, wide_cfg) and not widenable(narrow, narrow.replace(M=48))
+    wide = widen(model, wide_cfg).eval()
+    assert wide.g_s[0].conv1.weight.shape[0] == 24
+    x, q = torch.rand(2, 3, 64, 64), torch.tensor([2.0, 7.0])
+    emb, has = torch.randn(2, 384), torch.tensor([True, False])
+    with torch.no_grad():
+        a, b = model(x, q, emb, has), wide(x, q, emb, has)
+    assert torch.allclose(a["x_hat"], b["x_hat"], atol=1e-5)
+    for k in ("y", "z"):
+        assert torch.allclose(a["likelihoods"][k], b["likelihoods"][k], atol=1e-6)
+    with pytest.raises(ValueError, match="only N"):
+        widen(model, narrow.replace(Nz=8))
+
+
+def test_training_a_wider_preset_starts_from_narrower_weights(dataset, tmp_path):
+    """--init-weights from a narrower model of the same layout widens it and carries its step count on."""
+    ckpt = train(config(dataset, tmp_path / "narrow", steps=2))
+    weights = tmp_path / "narrow.safetensors"
+    export(ckpt, weights)
+    (tmp_path / "wide.json").write_text(json.dumps({"base": "small", **TINY, "N": 24}))
+    wide = checkpoint.load(train(config(dataset, tmp_path / "wide", preset=str(tmp_path / "wide.json"),
+                                        init_weights=str(weights), steps=4)))
+    assert wide["step"] == 4
+    assert wide["model"]["g_s.0.conv1.weight"].shape[0] == 24

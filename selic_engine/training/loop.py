@@ -25,6 +25,7 @@ from ..weights import shipped_weights_path
 from . import checkpoint
 from .captions import embed_captions
 from .data import CropStream, list_images, load_rgb, read_captions, split_holdout
+from .widen import widen, widenable
 
 VAL_QUALITIES = (1.0, 4.0, 8.0)
 ENCODER_SIDE = ("g_a", "fusion", "h_a")  # what --adapter trains; h_a feeds z, coded by frozen tables
@@ -144,6 +145,8 @@ def train(cfg: TrainConfig) -> Path:
         model.load_state_dict(state["model"])
     elif loaded is not None and cfg.adapter:
         load_for_adapter(model, loaded.state_dict())
+    elif loaded is not None and loaded.config != model_cfg and widenable(loaded.config, model_cfg):
+        model = widen(loaded, model_cfg, cfg.seed)  # a wider preset starts from what the narrower one learned
     elif loaded is not None:
         if loaded.config != model_cfg:
             raise ValueError(f"{cfg.init_weights} holds config {loaded.config.name!r}, not preset {cfg.preset!r}")
