@@ -135,13 +135,13 @@ class Engine:
 
         try:
             with native_conv():
-                x_hat, _ = self.model.decompress(f.z_stream, f.y_stream, z_shape, h.quality, (h.height, h.width),
+                pixels, _ = self.model.decompress(f.z_stream, f.y_stream, z_shape, h.quality, (h.height, h.width),
                                                  check_symbols=check)
         except DesyncError:
             raise
         except (RuntimeError, ValueError, OverflowError) as exc:  # what a damaged latent can still provoke in torch
             raise DesyncError(f"latent stream could not be decoded: {exc}") from exc
-        return imaging.merge(x_hat, h.mode, f.alpha)
+        return imaging.merge(pixels, h.mode, f.alpha)
 
 
 # Engines are cached by (digest of *all* weights, device): an encoder adapter shares its decoder, and so its

@@ -61,10 +61,9 @@ def split(image: Image.Image) -> tuple[torch.Tensor, bytes | None]:
     return torch.from_numpy(rgb).permute(2, 0, 1).contiguous()[None], alpha
 
 
-def merge(x_hat: torch.Tensor, mode: str, alpha: bytes | None) -> Image.Image:
-    """(1, 3, H, W) in [0, 1] (scaled in place) + stored alpha -> a PIL image in the original mode."""
-    rgb = x_hat[0].mul_(255).round_().clamp_(0, 255).to(torch.uint8).permute(1, 2, 0).cpu().numpy()
-    image = Image.fromarray(np.ascontiguousarray(rgb), "RGB")
+def merge(pixels: torch.Tensor, mode: str, alpha: bytes | None) -> Image.Image:
+    """(H, W, 3) uint8 pixels + stored alpha -> a PIL image in the original mode."""
+    image = Image.fromarray(pixels.numpy(), "RGB")
     if mode in ("L", "LA"):
         image = image.convert("L")
     if alpha is not None:

@@ -146,7 +146,7 @@ class SelicModel(CompressionModel):
         tile: int | None = None,
         check_symbols: Callable[[Tensor], None] | None = None,
     ) -> tuple[Tensor, Tensor]:
-        """Returns (x_hat (1, 3, H, W) clamped to [0, 1] and cropped to size=(H, W), y symbols).
+        """Returns ((H, W, 3) uint8 pixels for size=(H, W), y symbols).
 
         check_symbols sees the decoded symbols before synthesis, so a damaged stream can be
         refused before the expensive part. g_s runs in overlapping tiles above the tile size.

@@ -93,36 +93,37 @@ def analyze_tiled(
     return y
 
 
+def to_pixels(x: Tensor) -> Tensor:
+    """(1, 3, h, w) float, nominally in [0, 1] -> (h, w, 3) uint8, rounded to nearest."""
+    return x[0].clamp(0, 1).mul_(255).round_().to(torch.uint8).permute(1, 2, 0)
+
+
 def synthesize_tiled(
     synthesize: Callable[[Tensor], Tensor],
     y_hat: Tensor,
     size: tuple[int, int],
     tile: int | None = None,
 ) -> Tensor:
-    """x_hat (1, 3, H, W) clamped to [0, 1] from the whole latent y_hat, synthesised in overlapping tiles.
+    """(H, W, 3) uint8 pixels from the whole latent y_hat, synthesised in overlapping tiles.
 
-    `synthesize` maps a latent window to pixels; only the (H, W) output is ever held whole.
+    `synthesize` maps a latent window to pixels; each tile is converted to 8 bits as soon as it is
+    made, so the only whole-image buffer is the 3-byte-per-pixel output.
     """
     t = tile_size(tile) // LATENT_STRIDE
     m = MARGIN // LATENT_STRIDE
     H, W = size
     h, w = y_hat.shape[-2:]
-    out: Tensor | None = None
-    for r0, r1 in spans(h * LATENT_STRIDE, t * LATENT_STRIDE):
-        r0, r1 = r0 // LATENT_STRIDE, r1 // LATENT_STRIDE
+    out = torch.empty(H, W, 3, dtype=torch.uint8)
+    s = LATENT_STRIDE
+    for r0, r1 in spans(h * s, t * s):
+        r0, r1 = r0 // s, r1 // s
         a0, a1 = _window(r0, r1, h, m)
-        for c0, c1 in spans(w * LATENT_STRIDE, t * LATENT_STRIDE):
-            c0, c1 = c0 // LATENT_STRIDE, c1 // LATENT_STRIDE
+        for c0, c1 in spans(w * s, t * s):
+            c0, c1 = c0 // s, c1 // s
             b0, b1 = _window(c0, c1, w, m)
             part = synthesize(y_hat[..., a0:a1, b0:b1])
-            if out is None:
-                out = part.new_empty(1, 3, H, W)
-            s = LATENT_STRIDE
             rows, cols = min(r1 * s, H) - r0 * s, min(c1 * s, W) - c0 * s
-            out[..., r0 * s : r0 * s + rows, c0 * s : c0 * s + cols] = part[
-                ..., (r0 - a0) * s : (r0 - a0) * s + rows, (c0 - b0) * s : (c0 - b0) * s + cols
-            ].clamp_(0, 1)
+            out[r0 * s : r0 * s + rows, c0 * s : c0 * s + cols] = to_pixels(
+                part[..., (r0 - a0) * s : (r0 - a0) * s + rows, (c0 - b0) * s : (c0 - b0) * s + cols]).cpu()
             del part
-    assert out is not None
     return out
-
