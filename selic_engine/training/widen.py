@@ -31,8 +31,9 @@ def widen(model: SelicModel, config: ModelConfig, seed: int = 0) -> SelicModel:
     """A model of `config` (wider N) that computes what `model` computes."""
     if not widenable(model.config, config):
         raise ValueError(f"cannot widen {model.config} to {config}: only N may grow")
-    torch.manual_seed(seed)
-    wide = SelicModel(config)
+    with torch.random.fork_rng(devices=[]):  # seeded fresh units, without resetting the caller's RNG
+        torch.manual_seed(seed)
+        wide = SelicModel(config)
     old_state = model.state_dict()
     state = wide.state_dict()
     params = dict(wide.named_parameters())
