@@ -39,10 +39,6 @@ def select_device(device: str | torch.device | None = None) -> torch.device:
     return dev
 
 
-def symbol_hash(symbols: torch.Tensor) -> bytes:
-    return hashlib.blake2b(symbols.to(torch.int32).contiguous().numpy().tobytes(), digest_size=8).digest()
-
-
 def check_quality(quality: float) -> float:
     q = float(quality)
     if not QUALITY_MIN <= q <= QUALITY_MAX:  # also rejects NaN
@@ -115,7 +111,7 @@ class Engine:
         meta = {k: bytes(v) for k, v in (metadata or {}).items() if v}
         if store_caption and text:
             meta["caption"] = text.encode("utf-8")
-        header = Header(self.model_id, image.width, image.height, image.mode, q, symbol_hash(coded.symbols))
+        header = Header(self.model_id, image.width, image.height, image.mode, q, coded.symbol_hash)
         return pack(SelicFile(header, coded.z_stream, coded.y_stream, alpha, meta))
 
     def decode_file(self, f: SelicFile) -> Image.Image:
@@ -128,14 +124,14 @@ class Engine:
         h = f.header
         z_shape = (-(-h.height // 64), -(-h.width // 64))
 
-        def check(symbols: torch.Tensor) -> None:
-            if symbol_hash(symbols) != h.symbol_hash:
+        def check(digest: bytes) -> None:
+            if digest != h.symbol_hash:
                 raise DesyncError("decoded latent symbols do not match the file's hash: the file is damaged, or "
                                   "this machine's decoder disagrees with the encoder's")
 
         try:
             with native_conv():
-                pixels, _ = self.model.decompress(f.z_stream, f.y_stream, z_shape, h.quality, (h.height, h.width),
+                pixels = self.model.decompress(f.z_stream, f.y_stream, z_shape, h.quality, (h.height, h.width),
                                                  check_symbols=check)
         except DesyncError:
             raise

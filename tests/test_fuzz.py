@@ -26,7 +26,7 @@ import torch
 from PIL import Image
 
 import selic_engine as se
-from selic_engine.container import MAGIC, unpack
+from selic_engine.container import MAGIC, VERSION, unpack
 from selic_engine.entropy import guard
 from selic_engine.entropy.guard import CHUNK, GuardedDecoder, Tables, guard_rans_stream
 
@@ -82,7 +82,7 @@ def with_header(data: bytes, **fields: int) -> bytes:
 # --- mutators: each yields (label, bytes) --------------------------------------------------------------------------
 
 def random_bytes(rng: random.Random, count: int) -> Iterator[tuple[str, bytes]]:
-    prefix = MAGIC + b"\x01"
+    prefix = MAGIC + bytes([VERSION])
     for i in range(count):
         body = rng.randbytes(rng.choice([0, 1, 7, 8, 9, 16, 40, 200, 1000]))
         kind = i % 3

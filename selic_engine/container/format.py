@@ -11,7 +11,7 @@ import zlib
 from dataclasses import dataclass, field
 
 MAGIC = b"\x89SELIC\r\n"
-VERSION = 1
+VERSION = 2  # 2: the latent is coded in bands of 64 latent rows (2026-12); 1: one whole-latent band
 MAX_DIMENSION = 1 << 20  # per side; the pixel-count limit is Pillow's MAX_IMAGE_PIXELS, applied by callers
 
 MODES = ("RGB", "L", "RGBA", "LA")  # original image mode, by code

@@ -1,7 +1,8 @@
 """Channel-wise autoregressive entropy model (ChARM, Minnen & Singh 2020) with latent residual prediction.
 
 One loop (`_run`) drives training, encoding and decoding, so the three cannot drift apart.
-All y slices share one rANS stream from compressai.
+compress / decompress work on one band of latent rows against a shared rANS coder (see
+model.selic: the latent is coded in independent bands, all in one stream).
 """
 
 from __future__ import annotations
@@ -94,10 +95,10 @@ class ChannelARM(nn.Module):
         gc = self.gaussian_conditional
         return Tables.of(gc.quantized_cdf, gc.cdf_length, gc.offset)
 
-    def compress(self, y: Tensor, hyper_means: Tensor, hyper_scales: Tensor) -> tuple[bytes, Tensor, Tensor]:
-        """Returns (stream, y_hat, symbols). Symbols are int32 and are what the file hash covers."""
+    def compress(self, y: Tensor, hyper_means: Tensor, hyper_scales: Tensor,
+                 encoder: BufferedRansEncoder) -> tuple[Tensor, Tensor]:
+        """Queue y's symbols on `encoder` (slice by slice); returns (y_hat, int32 symbols in stream order)."""
         t = self.tables()
-        encoder = BufferedRansEncoder()
         y_slices = y.chunk(self.slices, dim=1)
         symbols: list[Tensor] = []
 
@@ -110,11 +111,10 @@ class ChannelARM(nn.Module):
             return q.to(mu.dtype) + mu
 
         y_hat = self._run(hyper_means, hyper_scales, step)
-        return encoder.flush(), y_hat, torch.cat(symbols, dim=1)
+        return y_hat, torch.cat(symbols, dim=1)
 
-    def decompress(self, stream: bytes, hyper_means: Tensor, hyper_scales: Tensor) -> tuple[Tensor, Tensor]:
-        """Returns (y_hat, symbols). The stream may be hostile: see guard.GuardedDecoder."""
-        decoder = GuardedDecoder(stream, hyper_means.numel(), self.tables())
+    def decompress(self, decoder: GuardedDecoder, hyper_means: Tensor, hyper_scales: Tensor) -> tuple[Tensor, Tensor]:
+        """The inverse of compress: (y_hat, symbols) from the next symbols of a (possibly hostile) stream."""
         symbols: list[Tensor] = []
 
         def step(i: int, mu: Tensor, scale: Tensor) -> Tensor:

@@ -4,15 +4,23 @@
 streams (z, then y). Everything that chooses a probability table (the entropy bottleneck,
 h_s and the ChARM nets) runs wherever `coding_layout` put it: CPU float64 in the engine,
 so that tiny float differences between machines cannot flip a table index.
+
+The latent is entropy-coded in bands of CODING_BAND_ROWS latent rows (1024 pixels), one after
+the other in the one y stream; the ChARM nets see only their own band. So the decoder never
+holds whole-image float64 buffers or symbols (it keeps only y_hat, 2 bytes per pixel, for
+g_s), and the band layout, like the tiling, follows from the image height alone. Images up to
+1024 pixels tall are one band.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+from compressai.ans import BufferedRansEncoder
 from compressai.entropy_models import EntropyBottleneck
 from compressai.models import CompressionModel
 from torch import Tensor
@@ -25,6 +33,22 @@ from .gain import QualityGains
 from .tiling import analyze_tiled, synthesize_tiled
 from .transforms import analysis, hyper_analysis, hyper_synthesis, synthesis
 
+#: Latent rows per entropy-coding band: a property of the file format (docs/format.md).
+CODING_BAND_ROWS = 64
+#: Latent rows per hyper-latent row, and the z rows of context h_s gets each side of a band.
+Z_STRIDE = 4
+HYPER_MARGIN = 3
+
+
+def coding_bands(height: int) -> list[tuple[int, int]]:
+    """[r0, r1) latent rows of each coding band, top to bottom."""
+    return [(r, min(height, r + CODING_BAND_ROWS)) for r in range(0, height, CODING_BAND_ROWS)]
+
+
+def symbol_digest() -> hashlib.blake2b:
+    """The file's symbol hash: blake2b-64 over the int32 y symbols, band by band, each band in C order."""
+    return hashlib.blake2b(digest_size=8)
+
 
 @dataclass
 class Coded:
@@ -33,7 +57,7 @@ class Coded:
     z_stream: bytes
     y_stream: bytes
     z_shape: tuple[int, int]
-    symbols: Tensor  # int32 y symbols, hashed into the file to detect desynchronisation
+    symbol_hash: bytes  # of the y symbols (see symbol_digest): stored in the file to detect desynchronisation
 
 
 class SelicModel(CompressionModel):
@@ -107,11 +131,22 @@ class SelicModel(CompressionModel):
         tables = Tables.of(eb._quantized_cdf, eb._cdf_length, eb._offset)
         return tables, indexes, eb._get_medians().detach().reshape(1, -1, 1, 1)
 
-    def _hyper_params(self, z_stream: bytes, z_shape: tuple[int, int]) -> tuple[Tensor, Tensor]:
+    def _z_hat(self, z_stream: bytes, z_shape: tuple[int, int]) -> Tensor:
         tables, indexes, medians = self._z_coding(z_shape)
         symbols = GuardedDecoder(z_stream, indexes.numel(), tables).decode(indexes)
-        z_hat = self.entropy_bottleneck.dequantize(symbols, medians, medians.dtype)
-        return self.h_s(z_hat).chunk(2, dim=1)
+        return self.entropy_bottleneck.dequantize(symbols, medians, medians.dtype)
+
+    def _hyper_band(self, z_hat: Tensor, rows: tuple[int, int]) -> tuple[Tensor, Tensor]:
+        """h_s means and scales for latent rows [r0, r1), from the z rows around them.
+
+        The margin covers h_s's reach (about 2 z rows), so each band gets the values a whole-latent
+        h_s would give, without the whole-latent float64 buffers (8 bytes per image pixel).
+        """
+        r0, r1 = rows
+        a0, a1 = max(0, r0 // Z_STRIDE - HYPER_MARGIN), min(z_hat.shape[-2], -(-r1 // Z_STRIDE) + HYPER_MARGIN)
+        features = self.h_s(z_hat[..., a0:a1, :])
+        top = r0 - a0 * Z_STRIDE
+        return features[..., top : top + r1 - r0, :].chunk(2, dim=1)
 
     @torch.no_grad()
     def compress(
@@ -131,9 +166,13 @@ class SelicModel(CompressionModel):
         z = self.h_a(y).to(device=device, dtype=dtype)
         z_stream = self.entropy_bottleneck.compress(z)[0]
         z_shape = tuple(z.shape[-2:])
-        means, scales = self._hyper_params(z_stream, z_shape)
-        y_stream, _, symbols = self.charm.compress(y.to(device=device, dtype=dtype), means, scales)
-        return Coded(z_stream=z_stream, y_stream=y_stream, z_shape=z_shape, symbols=symbols)
+        z_hat = self._z_hat(z_stream, z_shape)
+        encoder, digest = BufferedRansEncoder(), symbol_digest()
+        for rows in coding_bands(y.shape[-2]):
+            band = y[..., rows[0] : rows[1], :].to(device=device, dtype=dtype)
+            _, symbols = self.charm.compress(band, *self._hyper_band(z_hat, rows), encoder)
+            digest.update(symbols.numpy().tobytes())
+        return Coded(z_stream=z_stream, y_stream=encoder.flush(), z_shape=z_shape, symbol_hash=digest.digest())
 
     @torch.no_grad()
     def decompress(
@@ -144,19 +183,31 @@ class SelicModel(CompressionModel):
         quality: float,
         size: tuple[int, int],
         tile: int | None = None,
-        check_symbols: Callable[[Tensor], None] | None = None,
-    ) -> tuple[Tensor, Tensor]:
-        """Returns ((H, W, 3) uint8 pixels for size=(H, W), y symbols).
+        check_symbols: Callable[[bytes], None] | None = None,
+    ) -> Tensor:
+        """(H, W, 3) uint8 pixels for size=(H, W).
 
-        check_symbols sees the decoded symbols before synthesis, so a damaged stream can be
-        refused before the expensive part. g_s runs in overlapping tiles above the tile size.
+        check_symbols sees the hash of the decoded symbols before synthesis, so a damaged stream
+        can be refused before the expensive part. g_s runs in overlapping tiles above the tile size.
         """
-        means, scales = self._hyper_params(z_stream, z_shape)
-        y_hat, symbols = self.charm.decompress(y_stream, means, scales)
-        del means, scales
-        if check_symbols is not None:
-            check_symbols(symbols)
         g_param = next(self.g_s.parameters())
-        y_hat = y_hat.to(device=g_param.device, dtype=g_param.dtype)
+        y_hat, digest = self.decode_latent(z_stream, y_stream, z_shape, g_param.dtype)
+        if check_symbols is not None:
+            check_symbols(digest)
         q = torch.tensor([float(quality)])
-        return synthesize_tiled(lambda window: self.synthesize(window, q), y_hat, size, tile), symbols
+        return synthesize_tiled(lambda window: self.synthesize(window, q), y_hat.to(g_param.device), size, tile)
+
+    @torch.no_grad()
+    def decode_latent(
+        self, z_stream: bytes, y_stream: bytes, z_shape: tuple[int, int], dtype: torch.dtype = torch.float32
+    ) -> tuple[Tensor, bytes]:
+        """(y_hat on the CPU in `dtype`, symbol hash): the entropy-decoding half of decompress, band by band."""
+        z_hat = self._z_hat(z_stream, z_shape)
+        y_hat = torch.empty(1, self.config.M, Z_STRIDE * z_shape[0], Z_STRIDE * z_shape[1], dtype=dtype)
+        decoder = GuardedDecoder(y_stream, y_hat.numel(), self.charm.tables())
+        digest = symbol_digest()
+        for r0, r1 in coding_bands(y_hat.shape[-2]):
+            band, symbols = self.charm.decompress(decoder, *self._hyper_band(z_hat, (r0, r1)))
+            digest.update(symbols.numpy().tobytes())
+            y_hat[..., r0:r1, :] = band
+        return y_hat, digest.digest()

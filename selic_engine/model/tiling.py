@@ -5,9 +5,8 @@ padded image and each window keeps the latents of its own tile; g_s runs on over
 windows and each keeps the pixels of its own tile. The margin (128 px = 8 latents) is wider
 than either receptive field (g_a + fusion: 89 px; g_s: 7 latents = 112 px, measured), so every
 kept value is computed from exactly the inputs the whole-image transform would use: tiled and
-untiled results agree up to float rounding. The hyperprior and the ChARM work on the whole
-latent (1/16 and 1/64 resolution), so there is one entropy-coded latent and the decoder derives
-the tiling from width and height alone.
+untiled results agree up to float rounding. Between the two, the latent is entropy-coded in
+row bands (model.selic), and the decoder derives tiles and bands from width and height alone.
 
 Images that fit in one tile take the single-window path, which is the untiled computation.
 """

@@ -1,0 +1,97 @@
+"""What coding the latent in independent 1024-px row bands costs in rate and PSNR.
+
+    python -m benchmarks.band_cost [--scale 2] [--quality 4] [--threads N]
+
+The portrait Kodak images (512x768), upscaled (Lanczos) so that they span more than one coding
+band, are encoded with the shipped layout (bands of 64 latent rows) and with one band over the
+whole latent (the ChARM sees every row, as in format version 1). Both are decoded; the table gives
+bytes and RGB PSNR of each. Writes benchmarks/results/band_cost.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from .common import RESULTS, kodak_paths, load_rgb, machine, machine_line, md_table, write_json
+from .metrics import psnr_rgb
+
+RESULTS_JSON = RESULTS / "band_cost.json"
+
+
+def code(image: Image.Image, quality: float, band_rows: int) -> tuple[int, float]:
+    """(bytes, RGB PSNR) of a round trip with the given coding-band height (encoder and decoder alike)."""
+    import selic_engine as se
+    import selic_engine.model.selic as selic_model
+
+    saved = selic_model.CODING_BAND_ROWS
+    selic_model.CODING_BAND_ROWS = band_rows
+    try:
+        data = se.encode(image, quality, caption=False)
+        out = se.decode(data)
+    finally:
+        selic_model.CODING_BAND_ROWS = saved
+    return len(data), psnr_rgb(np.asarray(image), np.asarray(out))
+
+
+def run(scale: int, quality: float) -> dict[str, Any]:
+    import selic_engine.model.selic as selic_model
+
+    rows = []
+    for path in kodak_paths():
+        original = load_rgb(path)
+        if original.height <= original.width:
+            continue
+        image = original.resize((original.width * scale, original.height * scale), Image.Resampling.LANCZOS)
+        bands = len(selic_model.coding_bands(-(-image.height // 64) * 4))
+        banded, whole = code(image, quality, selic_model.CODING_BAND_ROWS), code(image, quality, 1 << 20)
+        pixels = image.width * image.height
+        rows.append({"image": path.name, "size": f"{image.width}x{image.height}", "bands": bands,
+                     "bytes_banded": banded[0], "bytes_one_band": whole[0],
+                     "bpp_banded": 8 * banded[0] / pixels, "bpp_one_band": 8 * whole[0] / pixels,
+                     "psnr_banded": banded[1], "psnr_one_band": whole[1],
+                     "rate_change_pct": 100 * (banded[0] / whole[0] - 1)})
+        print(rows[-1], flush=True)
+    return {"scale": scale, "quality": quality, "band_rows": selic_model.CODING_BAND_ROWS, "images": rows,
+            "mean_rate_change_pct": statistics.mean(r["rate_change_pct"] for r in rows),
+            "mean_psnr_change_db": statistics.mean(r["psnr_banded"] - r["psnr_one_band"] for r in rows),
+            "machine": machine()}
+
+
+def markdown(res: dict[str, Any]) -> str:
+    table = md_table(["image", "size", "bands", "bpp banded", "bpp one band", "rate change %", "PSNR banded",
+                      "PSNR one band"],
+                     [[r["image"], r["size"], r["bands"], r["bpp_banded"], r["bpp_one_band"], r["rate_change_pct"],
+                       r["psnr_banded"], r["psnr_one_band"]] for r in res["images"]], digits=3)
+    return "\n".join([
+        f"Cost of coding the latent in independent bands of {res['band_rows']} latent rows (1024 px), against one "
+        f"band over the whole latent; Kodak portrait images upscaled {res['scale']}x (Lanczos), quality "
+        f"{res['quality']}, real file sizes, shipped model.", "", table, "",
+        f"Mean rate change {res['mean_rate_change_pct']:+.2f}%, mean PSNR change "
+        f"{res['mean_psnr_change_db']:+.3f} dB.", "", f"Machine: {machine_line(res['machine'])}", ""])
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--scale", type=int, default=2)
+    p.add_argument("--quality", type=float, default=4.0)
+    p.add_argument("--threads", type=int, default=0)
+    args = p.parse_args(argv)
+    os.environ.setdefault("SELIC_CAPTIONER", "none")
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    res = run(args.scale, args.quality)
+    write_json(RESULTS_JSON, res)
+    (RESULTS / "band_cost.md").write_text(markdown(res), encoding="utf-8")
+    print(markdown(res))
+
+
+if __name__ == "__main__":
+    main()
