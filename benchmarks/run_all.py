@@ -26,6 +26,9 @@ README = BENCH_DIR / "README.md"
 SECTIONS: dict[str, tuple[str, ...]] = {
     "rd_kodak": ("rd_psnr.png", "rd_msssim.png", "crops_025bpp.png"),
     "speed": (),
+    "large_images": (),
+    "band_cost": (),
+    "fuzz_long": (),
     "semantic_cost": (),
     "ablation": (),
 }
