@@ -30,13 +30,13 @@ from ..entropy import ChannelARM
 from ..entropy.guard import GuardedDecoder, Tables
 from .fusion import SemanticFusion
 from .gain import QualityGains
-from .tiling import analyze_tiled, synthesize_tiled
+from .tiling import ALIGN, LATENT_STRIDE, analyze_tiled, synthesize_tiled
 from .transforms import analysis, hyper_analysis, hyper_synthesis, synthesis
 
 #: Latent rows per entropy-coding band: a property of the file format (docs/format.md).
 CODING_BAND_ROWS = 64
 #: Latent rows per hyper-latent row, and the z rows of context h_s gets each side of a band.
-Z_STRIDE = 4
+Z_STRIDE = ALIGN // LATENT_STRIDE
 HYPER_MARGIN = 3
 
 
