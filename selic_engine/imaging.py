@@ -16,6 +16,8 @@ from PIL import Image
 
 CONVERT = {"1": "L", "CMYK": "RGB", "YCbCr": "RGB", "LAB": "RGB", "HSV": "RGB", "RGBa": "RGBA", "La": "LA",
            "RGBX": "RGB", "PA": "RGBA"}
+#: Rows converted at a time by split (bounds its transient copies).
+SPLIT_ROWS = 256
 
 
 def as_pil(image: Image.Image | np.ndarray) -> Image.Image:
@@ -50,15 +52,23 @@ def normalize_mode(image: Image.Image) -> Image.Image:
 
 
 def split(image: Image.Image) -> tuple[torch.Tensor, bytes | None]:
-    """-> (1, 3, H, W) uint8 tensor (the model converts tile by tile), PNG bytes of the alpha plane or None."""
+    """-> (1, 3, H, W) uint8 tensor, PNG bytes of the alpha plane or None.
+
+    The tensor is a channel-first view of one H x W x 3 array, filled in row bands: the only
+    whole-image copy the encoder makes of its input is those 3 bytes per pixel (analysis cuts
+    contiguous windows out of the view; see model.tiling).
+    """
     alpha = None
     if image.mode in ("RGBA", "LA"):
         buf = io.BytesIO()
         image.getchannel("A").save(buf, format="PNG", optimize=True)
         alpha = buf.getvalue()
-    rgb = np.array(image.convert("RGB"))  # a writable copy: torch.from_numpy warns on read-only arrays
-    # NCHW-contiguous: channels_last inputs crash conv kernels in this torch build (seen here)
-    return torch.from_numpy(rgb).permute(2, 0, 1).contiguous()[None], alpha
+    width, height = image.size
+    rgb = np.empty((height, width, 3), dtype=np.uint8)
+    for top in range(0, height, SPLIT_ROWS):
+        band = image.crop((0, top, width, min(height, top + SPLIT_ROWS)))
+        rgb[top : top + band.height] = np.asarray(band if band.mode == "RGB" else band.convert("RGB"))
+    return torch.from_numpy(rgb).permute(2, 0, 1)[None], alpha
 
 
 def merge(pixels: torch.Tensor, mode: str, alpha: bytes | None) -> Image.Image:

@@ -143,6 +143,22 @@ def test_uint8_input_matches_float_input(tiny_engine):
     assert model.compress(as_uint8, 5).symbol_hash == model.compress(as_tensor(img), 5).symbol_hash
 
 
+@pytest.mark.parametrize("mode", ["RGB", "L", "RGBA", "P"])
+def test_split_fills_every_row_band(tiny_engine, monkeypatch, mode):
+    """split converts in row bands into one channel-last array; coding its strided view equals coding a copy."""
+    from PIL import Image
+
+    from selic_engine import imaging
+
+    monkeypatch.setattr(imaging, "SPLIT_ROWS", 7)  # many bands, the last one short
+    image = Image.fromarray(photo_like(50, 70, seed=4)).convert(mode)
+    x, _ = imaging.split(image)
+    assert x.shape == (1, 3, 50, 70) and not x.is_contiguous()
+    assert torch.equal(x[0].permute(1, 2, 0), torch.from_numpy(np.array(image.convert("RGB"))))
+    model = tiny_engine.model
+    assert model.compress(x, 5).symbol_hash == model.compress(x.contiguous(), 5).symbol_hash
+
+
 @given(st.integers(1, 300), st.integers(1, 40))
 def test_spans_cover_the_image_in_aligned_tiles(units, tile_units):
     length, tile = units * ALIGN, tile_units * ALIGN

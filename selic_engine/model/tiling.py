@@ -66,7 +66,9 @@ def analyze_tiled(
     """The latent y of x (1, 3, H, W; float in [0, 1] or uint8) padded to a multiple of 64 by edge replication.
 
     `analyze` maps an image window to its latent. Windows are cut from x directly, so the padded
-    whole image is never materialised.
+    whole image is never materialised, and x may be any strided view (imaging.split gives a
+    channel-first view of channel-last memory): each window is copied out NCHW-contiguous, since
+    channels-last inputs crash conv kernels in this torch build (seen here).
     """
     t = tile_size(tile)
     H, W = x.shape[-2:]
@@ -77,7 +79,7 @@ def analyze_tiled(
         rows = x.index_select(-2, _crop_indices(a0, a1, H, x.device))
         for c0, c1 in spans(Wp, t):
             b0, b1 = _window(c0, c1, Wp, MARGIN)
-            window = rows.index_select(-1, _crop_indices(b0, b1, W, x.device))
+            window = rows.index_select(-1, _crop_indices(b0, b1, W, x.device)).contiguous()
             if window.dtype == torch.uint8:
                 window = window.float().div_(255)
             part = analyze(window)
