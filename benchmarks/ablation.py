@@ -9,6 +9,7 @@ training loop with a variant of a preset (the `train` CLI only knows the fixed p
 
     python -m benchmarks.ablation                                   # (a) only
     python -m benchmarks.ablation --train --steps 5000 --variants concat,add,mul,none [--seeds 0,1]
+    python -m benchmarks.ablation --train --steps 2000 --pairs concat:0,add:0,mul:0,none:0,concat:1
 """
 
 from __future__ import annotations
@@ -117,23 +118,29 @@ def train_one(spec: dict[str, Any]) -> None:
     export(last, Path(spec["out"]) / "model.safetensors")
 
 
+def run_pairs(args: argparse.Namespace) -> list[tuple[str, int]]:
+    """(variant, seed) to train: --pairs as given, else every variant with every seed."""
+    if args.pairs:
+        return [(v, int(seed)) for v, seed in (pair.split(":") for pair in args.pairs.split(","))]
+    return [(v, int(seed)) for v in args.variants.split(",") for seed in args.seeds.split(",")]
+
+
 def train_variants(args: argparse.Namespace) -> list[dict[str, Any]]:
     """Train (or resume) every variant x seed in its own process; returns where each model is."""
     runs = []
-    for variant in args.variants.split(","):
+    for variant, seed in run_pairs(args):
         if variant not in VARIANTS:
             raise SystemExit(f"unknown fusion variant {variant!r}; choose from {', '.join(VARIANTS)}")
-        for seed in (int(s) for s in args.seeds.split(",")):
-            out = args.runs / f"{variant}-seed{seed}-steps{args.steps}"
-            spec = {"variant": variant, "seed": seed, "steps": args.steps, "base_preset": args.base_preset,
-                    "arch": json.loads(args.arch), "data": str(args.data), "out": str(out),
-                    "batch_size": args.batch_size, "crop": args.crop, "workers": args.workers, "threads": args.threads}
-            weights = out / "model.safetensors"
-            if not weights.exists():
-                log(f"ablation: training {variant} seed {seed} for {args.steps} steps -> {out}")
-                cmd = [sys.executable, "-m", "benchmarks.ablation", "--train-one", json.dumps(spec)]
-                subprocess.run(cmd, cwd=REPO, check=True)
-            runs.append({**spec, "weights": str(weights)})
+        out = args.runs / f"{variant}-seed{seed}-steps{args.steps}"
+        spec = {"variant": variant, "seed": seed, "steps": args.steps, "base_preset": args.base_preset,
+                "arch": json.loads(args.arch), "data": str(args.data), "out": str(out),
+                "batch_size": args.batch_size, "crop": args.crop, "workers": args.workers, "threads": args.threads}
+        weights = out / "model.safetensors"
+        if not weights.exists():
+            log(f"ablation: training {variant} seed {seed} for {args.steps} steps -> {out}")
+            cmd = [sys.executable, "-m", "benchmarks.ablation", "--train-one", json.dumps(spec)]
+            subprocess.run(cmd, cwd=REPO, check=True)
+        runs.append({**spec, "weights": str(weights)})
     return runs
 
 
@@ -214,6 +221,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=5000)
     p.add_argument("--variants", default=",".join(VARIANTS))
     p.add_argument("--seeds", default="0", help="e.g. 0,1 to estimate seed noise")
+    p.add_argument("--pairs", default="", help="variant:seed list instead of variants x seeds, e.g. "
+                   "concat:0,add:0,mul:0,none:0,concat:1 (one second seed to size the noise)")
     p.add_argument("--base-preset", default="small")
     p.add_argument("--arch", default="{}", help='JSON overrides of the preset, e.g. {"N": 16, "M": 32}')
     p.add_argument("--batch-size", type=int, default=8)
