@@ -207,7 +207,30 @@ def markdown(results: dict[str, Any]) -> str:
                   md_table(["fusion", "BD-rate (%)", *[f"ΔPSNR @ {b} bpp" for b in COMPARE_AT_BPP]],
                            [[v, n["bd_rate_psnr"], *[n[f"delta_psnr_at_{b}"] for b in COMPARE_AT_BPP]]
                             for v, n in tr["seed_noise"].items()], digits=2)]
+    lines += reading(tr)
     return "\n".join(lines) + "\n"
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def reading(tr: dict[str, Any]) -> list[str]:
+    """What the fusion table says: each difference from concat set against concat's own seed-to-seed difference."""
+    tops = [max(r["curve"]["bpp"]) for r in tr["runs"]]
+    lines = ["", f"Reading (generated): the curves reach {min(tops):.2f}–{max(tops):.2f} bpp at the top quality; "
+             "a comparison rate outside a curve is shown as –."]
+    noise = tr.get("seed_noise", {}).get("concat", {})
+    for r in tr["runs"]:
+        for b in COMPARE_AT_BPP:
+            d, n = r.get("vs_concat", {}).get(f"delta_psnr_at_{b}"), noise.get(f"delta_psnr_at_{b}")
+            if not (_finite(d) and _finite(n)):
+                continue
+            ratio = abs(d) / max(abs(n), 1e-9)
+            verdict = "within the seed noise" if ratio <= 1 else f"{ratio:.1f}× the seed noise"
+            lines.append(f"- {r['variant']} (seed {r['seed']}) vs concat at {b} bpp: {d:+.2f} dB; concat seed 1 vs "
+                         f"seed 0: {n:+.2f} dB; so {verdict}.")
+    return lines
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
