@@ -221,6 +221,7 @@ def reading(tr: dict[str, Any]) -> list[str]:
     lines = ["", f"Reading (generated): the curves reach {min(tops):.2f}–{max(tops):.2f} bpp at the top quality; "
              "a comparison rate outside a curve is shown as –."]
     noise = tr.get("seed_noise", {}).get("concat", {})
+    seeds = sorted(r["seed"] for r in tr["runs"] if r["variant"] == "concat")
     for r in tr["runs"]:
         for b in COMPARE_AT_BPP:
             d, n = r.get("vs_concat", {}).get(f"delta_psnr_at_{b}"), noise.get(f"delta_psnr_at_{b}")
@@ -228,8 +229,8 @@ def reading(tr: dict[str, Any]) -> list[str]:
                 continue
             ratio = abs(d) / max(abs(n), 1e-9)
             verdict = "within the seed noise" if ratio <= 1 else f"{ratio:.1f}× the seed noise"
-            lines.append(f"- {r['variant']} (seed {r['seed']}) vs concat at {b} bpp: {d:+.2f} dB; concat seed 1 vs "
-                         f"seed 0: {n:+.2f} dB; so {verdict}.")
+            lines.append(f"- {r['variant']} (seed {r['seed']}) vs concat at {b} bpp: {d:+.2f} dB; "
+                         f"concat seed {seeds[-1]} vs seed {seeds[0]}: {n:+.2f} dB; so {verdict}.")
     return lines
 
 
