@@ -69,6 +69,34 @@ def test_export_writes_weights_and_refuses_other_config(dataset, tmp_path):
         export(ckpt, tmp_path / "x.safetensors", "small")
 
 
+def test_float16_export_halves_the_file_and_codes_like_float32(dataset, tmp_path):
+    """Half-precision storage: float tensors stored as float16, tables built from the rounded weights."""
+    from safetensors import safe_open
+
+    import selic_engine as se
+
+    ckpt = train(config(dataset, tmp_path / "run", steps=1))
+    full, half = tmp_path / "full.safetensors", tmp_path / "half.safetensors"
+    mid_full, mid_half = export(ckpt, full), export(ckpt, half, float16=True)
+    assert mid_full != mid_half  # different decoder weights, so a different id
+    def float_bytes(path: Path) -> tuple[int, set[torch.dtype]]:
+        with safe_open(str(path), framework="pt") as f:
+            floats = [t for t in map(f.get_tensor, f.keys()) if t.is_floating_point()]
+        return sum(t.numel() * t.element_size() for t in floats), {t.dtype for t in floats}
+
+    with safe_open(str(half), framework="pt") as f:
+        assert f.metadata()["storage"] == "float16"
+    (full_bytes, full_types), (half_bytes, half_types) = float_bytes(full), float_bytes(half)
+    assert full_types == {torch.float32} and half_types == {torch.float16}
+    assert 2 * half_bytes == full_bytes  # the weights halve; the integer entropy tables stay as they are
+    image = np.asarray(Image.open(sorted(dataset.glob("*/*.png"))[0]).convert("RGB"))
+    out_full = np.asarray(se.decode(se.encode(image, 6, caption=False, model=full)), np.float64)
+    data = se.encode(image, 6, caption=False, model=half)
+    assert se.encode(image, 6, caption=False, model=half) == data  # deterministic from the rounded file
+    out_half = np.asarray(se.decode(data), np.float64)
+    assert np.abs(out_half - out_full).mean() < 1.0  # float16 rounding moves pixels by far less than a level
+
+
 def test_ddp_two_cpu_processes_keep_identical_replicas(dataset, tmp_path):
     out = tmp_path / "ddp"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",

@@ -37,12 +37,30 @@ def _digest(state: dict[str, torch.Tensor], modules: tuple[str, ...] | None) -> 
     return h.hexdigest()[:16]
 
 
-def save_weights(model: SelicModel, path: Path, extra: dict[str, str] | None = None) -> str:
-    """Write weights (with entropy tables) atomically; returns the model id."""
-    state = {k: v.detach().cpu().float().contiguous() if v.is_floating_point() else v.detach().cpu().contiguous()
+def round_weights(model: SelicModel, dtype: torch.dtype) -> None:
+    """Round every float tensor to `dtype` in place (kept float32), so that tables built next match the file."""
+    with torch.no_grad():
+        for name, t in model.state_dict().items():
+            if t.is_floating_point():
+                rounded = t.to(dtype)
+                if not torch.isfinite(rounded).all() and torch.isfinite(t).all():
+                    raise ValueError(f"{name}: values out of the range of {dtype}")
+                t.copy_(rounded)
+
+
+def save_weights(
+    model: SelicModel, path: Path, extra: dict[str, str] | None = None, dtype: torch.dtype = torch.float32
+) -> str:
+    """Write weights (with entropy tables) atomically, floats stored as `dtype`; returns the model id.
+
+    Storing float16 halves the file; call round_weights (then update the entropy tables) first, so
+    the model that made the tables is the one in the file. Loading upcasts exactly.
+    """
+    state = {k: v.detach().cpu().to(dtype).contiguous() if v.is_floating_point() else v.detach().cpu().contiguous()
              for k, v in model.state_dict().items()}
     mid = model_id(state)
-    meta = {"config": model.config.to_json(), "model_id": mid, **(extra or {})}
+    meta = {"config": model.config.to_json(), "model_id": mid, "storage": str(dtype).removeprefix("torch."),
+            **(extra or {})}
     tmp = path.with_name(path.name + ".tmp")
     save_file(state, str(tmp), metadata=meta)
     tmp.chmod(0o644)  # safetensors creates the file private; weights are meant to be shipped and shared

@@ -21,7 +21,7 @@ from tqdm import tqdm
 from ..config import QUALITY_MAX, QUALITY_MIN, ModelConfig, TrainConfig, preset
 from ..model import SelicModel
 from ..model.gain import lambda_for
-from ..model.io import load_weights, read_metadata, save_weights
+from ..model.io import load_weights, read_metadata, round_weights, save_weights
 from ..weights import shipped_weights_path
 from . import checkpoint
 from .captions import embed_captions
@@ -276,8 +276,12 @@ def check_replicas(model: SelicModel, out_dir: Path, rank: int, world: int) -> N
         raise RuntimeError(f"DDP replicas diverged: {digests}")
 
 
-def export(checkpoint_path: Path, out: Path, preset_name: str | None = None) -> str:
-    """Checkpoint -> shipped safetensors weights with updated entropy tables; refuses a config mismatch."""
+def export(checkpoint_path: Path, out: Path, preset_name: str | None = None, float16: bool = False) -> str:
+    """Checkpoint -> shipped safetensors weights with updated entropy tables; refuses a config mismatch.
+
+    float16 stores the weights rounded to half precision (half the file; the tables are built from
+    the rounded weights, and loading upcasts them exactly).
+    """
     state = checkpoint.load(checkpoint_path)
     cfg = preset(preset_name) if preset_name else None
     ckpt_cfg = ModelConfig.from_json(state["config"])
@@ -285,9 +289,11 @@ def export(checkpoint_path: Path, out: Path, preset_name: str | None = None) -> 
         raise ValueError(f"checkpoint config {ckpt_cfg.name!r} does not match preset {cfg.name!r}")
     model = SelicModel(ckpt_cfg)
     model.load_state_dict(state["model"])
+    dtype = torch.float16 if float16 else torch.float32
+    round_weights(model, dtype)
     model.update(force=True)
     mid = save_weights(model.eval(), out, {"step": str(state["step"]),
-                                           "train_seconds": f"{state.get('train_seconds', 0):.0f}"})
+                                           "train_seconds": f"{state.get('train_seconds', 0):.0f}"}, dtype)
     record_in_manifest(out, mid)
     return mid
 
