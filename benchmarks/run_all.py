@@ -25,6 +25,7 @@ README = BENCH_DIR / "README.md"
 #: section (= module in benchmarks/ with a markdown(results) function) -> figures shown under it
 SECTIONS: dict[str, tuple[str, ...]] = {
     "rd_kodak": ("rd_psnr.png", "rd_msssim.png", "crops_025bpp.png"),
+    "ceiling": (),
     "speed": (),
     "large_images": (),
     "band_cost": (),
@@ -90,6 +91,8 @@ def main(argv: list[str] | None = None) -> None:
         common = ["--model", args.model] + (["--images", str(images)] if images else [])
         if "rd_kodak" not in skip:
             run_step("rd_kodak", common + (["--quick"] if args.quick else []))
+        if "ceiling" not in skip:
+            run_step("ceiling", ["--models", args.model] + (["--images", "2"] if args.quick else []))
         if "speed" not in skip:
             run_step("speed", common + (["--repeats", "1"] if args.quick else []))
         if "semantic_cost" not in skip and importlib.util.find_spec("benchmarks.semantic_cost"):
