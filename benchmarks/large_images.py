@@ -70,9 +70,10 @@ def _engine(model: str):
         if model == "tiny":
             return se.register_model(build_tiny()), "tests' tiny random model (N=16, M=32)"
         torch.manual_seed(0)
-        net = SelicModel(PRESETS["small"])
+        cfg = PRESETS["small"]
+        net = SelicModel(cfg)
         net.update(force=True)
-        return se.register_model(net.eval()), "small preset with random weights (N=48, M=128)"
+        return se.register_model(net.eval()), f"small preset with random weights (N={cfg.N}, M={cfg.M})"
     engine = se.get_engine(model)
     return engine, f"weights {model} (model id {engine.model_id})"
 
