@@ -18,10 +18,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from .common import RESULTS, kodak_paths, load_rgb, machine, machine_line, md_table, write_json
+from .common import kodak_paths, load_rgb, machine, machine_line, md_table, publish
 from .metrics import psnr_rgb
-
-RESULTS_JSON = RESULTS / "band_cost.json"
 
 
 def code(image: Image.Image, quality: float, band_rows: int) -> tuple[int, float]:
@@ -88,9 +86,7 @@ def main(argv: list[str] | None = None) -> None:
 
         torch.set_num_threads(args.threads)
     res = run(args.scale, args.quality)
-    write_json(RESULTS_JSON, res)
-    (RESULTS / "band_cost.md").write_text(markdown(res), encoding="utf-8")
-    print(markdown(res))
+    publish("band_cost", res, markdown)
 
 
 if __name__ == "__main__":

@@ -18,10 +18,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from .common import RESULTS, kodak_paths, load_rgb, machine, machine_line, md_table, write_json
+from .common import kodak_paths, load_rgb, machine, machine_line, md_table, publish
 from .metrics import psnr_rgb
 
-RESULTS_JSON = RESULTS / "ceiling.json"
 QUALITIES = (1.0, 4.0, 8.0)
 #: column -> quantization step relative to the codec's (0: no quantization)
 STEPS = {"coded": 1.0, "step/2": 0.5, "step/4": 0.25, "unquantized": 0.0}
@@ -84,9 +83,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     res = run(args.models, args.images)
-    write_json(RESULTS_JSON, res)
-    (RESULTS / "ceiling.md").write_text(markdown(res), encoding="utf-8")
-    print(markdown(res))
+    publish("ceiling", res, markdown)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ import os
 import platform
 import subprocess
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -113,6 +113,14 @@ def write_json(path: Path, data: Any) -> None:
     text = json.dumps(_finite(data), indent=1, allow_nan=False, default=_jsonable)
     tmp.write_text(text + "\n", encoding="utf-8")
     tmp.replace(path)
+
+
+def publish(name: str, res: dict[str, Any], markdown: Callable[[dict[str, Any]], str]) -> None:
+    """results/<name>.json and results/<name>.md, and the markdown on stdout: how a benchmark reports."""
+    write_json(RESULTS / f"{name}.json", res)
+    text = markdown(res)
+    (RESULTS / f"{name}.md").write_text(text, encoding="utf-8")
+    print(text)
 
 
 def _finite(value: Any) -> Any:
