@@ -22,8 +22,7 @@ from .common import kodak_paths, load_rgb, machine, machine_line, md_table, publ
 from .metrics import psnr_rgb
 
 QUALITIES = (1.0, 4.0, 8.0)
-#: column -> quantization step relative to the codec's (0: no quantization)
-STEPS = {"coded": 1.0, "step/2": 0.5, "step/4": 0.25, "unquantized": 0.0}
+COLUMNS = ("coded", "step/2", "step/4", "unquantized")
 
 
 def _pixels(x: torch.Tensor) -> np.ndarray:
@@ -38,7 +37,7 @@ def measure(model_name: str, images: int) -> dict[str, Any]:
 
     path = resolve_weights(model_name)
     model, mid = load_weights(path)
-    table: dict[str, dict[str, list[float]]] = {f"q{q:g}": {k: [] for k in STEPS} for q in QUALITIES}
+    table: dict[str, dict[str, list[float]]] = {f"q{q:g}": {k: [] for k in COLUMNS} for q in QUALITIES}
     for image_path in kodak_paths(images):
         image = np.array(load_rgb(image_path))
         x = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255
@@ -49,8 +48,9 @@ def measure(model_name: str, images: int) -> dict[str, Any]:
             means, scales = model.h_s(z_hat).chunk(2, dim=1)
             # The codec's own quantization (around the ChARM means) comes from the eval-mode ChARM pass.
             coded, _ = model.charm(y, means, scales)
-            for name, step in STEPS.items():
-                y_hat = coded if step == 1.0 else (y if step == 0 else torch.round(y / step) * step)
+            latents = {"coded": coded, "step/2": torch.round(y * 2) / 2, "step/4": torch.round(y * 4) / 4,
+                       "unquantized": y}
+            for name, y_hat in latents.items():
                 table[f"q{q:g}"][name].append(psnr_rgb(image, _pixels(model.synthesize(y_hat, qt))))
     return {"model": str(model_name), "model_id": mid, "N": model.config.N,
             "psnr": {q: {k: statistics.mean(v) for k, v in row.items()} for q, row in table.items()}}
@@ -64,9 +64,9 @@ def markdown(res: dict[str, Any]) -> str:
     rows = []
     for m in res["models"]:
         for q, row in m["psnr"].items():
-            rows.append([f"{m['model_id']} (N={m['N']})", q, *(row[k] for k in STEPS),
+            rows.append([f"{m['model_id']} (N={m['N']})", q, *(row[k] for k in COLUMNS),
                          row["unquantized"] - row["coded"]])
-    table = md_table(["model", "quality", *(f"PSNR {k}" for k in STEPS), "ceiling − coded (dB)"], rows, digits=2)
+    table = md_table(["model", "quality", *(f"PSNR {k}" for k in COLUMNS), "ceiling − coded (dB)"], rows, digits=2)
     return "\n".join([
         f"Quality ceiling of the transforms: mean RGB PSNR (dB) on the first {res['images']} Kodak images when "
         "the latent is quantized as coded (rounding around the ChARM means), with a 2x / 4x finer step (plain "

@@ -79,6 +79,7 @@ def test_float16_export_halves_the_file_and_codes_like_float32(dataset, tmp_path
     full, half = tmp_path / "full.safetensors", tmp_path / "half.safetensors"
     mid_full, mid_half = export(ckpt, full), export(ckpt, half, float16=True)
     assert mid_full != mid_half  # different decoder weights, so a different id
+
     def float_bytes(path: Path) -> tuple[int, set[torch.dtype]]:
         with safe_open(str(path), framework="pt") as f:
             floats = [t for t in map(f.get_tensor, f.keys()) if t.is_floating_point()]
