@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from .common import kodak_paths, load_rgb, machine, machine_line, md_table, publish
+from .common import kodak_paths, load_rgb, machine, machine_line, md_table, publish, set_threads
 from .metrics import psnr_rgb
 
 
@@ -81,10 +81,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--threads", type=int, default=0)
     args = p.parse_args(argv)
     os.environ.setdefault("SELIC_CAPTIONER", "none")
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     res = run(args.scale, args.quality)
     publish("band_cost", res, markdown)
 

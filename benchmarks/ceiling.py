@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .common import kodak_paths, load_rgb, machine, machine_line, md_table, publish
+from .common import kodak_paths, load_rgb, machine, machine_line, md_table, publish, set_threads
 from .metrics import psnr_rgb
 
 QUALITIES = (1.0, 4.0, 8.0)
@@ -80,8 +80,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--images", type=int, default=8)
     p.add_argument("--threads", type=int, default=0)
     args = p.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     res = run(args.models, args.images)
     publish("ceiling", res, markdown)
 

@@ -53,6 +53,14 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def set_threads(threads: int) -> None:
+    """Pin torch's intra-op threads (0 keeps torch's default): measurements on a shared CPU need a fixed count."""
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
 def machine() -> dict[str, Any]:
     """What the numbers were measured on: CPU, cores, memory, load, library versions, GPU if any."""
     import numpy

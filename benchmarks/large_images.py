@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .common import KODAK, REPO, RESULTS, machine, machine_line, md_table, read_json, write_json
+from .common import KODAK, REPO, RESULTS, machine, machine_line, md_table, read_json, set_threads, write_json
 
 RESULTS_JSON = RESULTS / "large_images.json"
 UNTILED = 1 << 20  # a tile size no image reaches: the whole-image path, for comparison
@@ -85,8 +85,7 @@ def worker(cfg: dict[str, Any]) -> dict[str, Any]:
     import selic_engine as se
 
     os.environ["SELIC_TILE"] = str(cfg["tile"])
-    if cfg["threads"]:
-        torch.set_num_threads(cfg["threads"])
+    set_threads(cfg["threads"])
     engine, described = _engine(cfg["model"])
     path = Path(cfg["file"])
     if cfg["op"] == "encode":

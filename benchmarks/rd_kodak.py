@@ -31,6 +31,7 @@ from .common import (
     machine_line,
     md_table,
     read_json,
+    set_threads,
     write_json,
 )
 from .metrics import as_array, ms_ssim_db, ms_ssim_rgb, psnr_rgb
@@ -237,8 +238,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     paths = kodak_paths(args.images or (4 if args.quick else None))
     names = [n.strip() for n in args.codecs.split(",") if n.strip()]
     json_path = args.out / "rd_kodak.json"

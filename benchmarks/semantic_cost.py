@@ -24,7 +24,17 @@ from typing import Any
 
 from PIL import Image
 
-from benchmarks.common import KODAK, RESULTS, kodak_captions, load_rgb, machine, machine_line, md_table, write_json
+from benchmarks.common import (
+    KODAK,
+    RESULTS,
+    kodak_captions,
+    load_rgb,
+    machine,
+    machine_line,
+    md_table,
+    set_threads,
+    write_json,
+)
 
 FALLBACK_CAPTION = "an old stone building with red shutters, white windows and a red door"
 
@@ -160,10 +170,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads (0: torch's default)")
     p.add_argument("--image", type=Path)
     args = p.parse_args(argv)
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     image, name, caption = test_image(args.image)
     result = {"image": name, "image_size": list(image.size), "caption_text": caption, "repeats": args.repeats,
               "caption": caption_cost(image, args.repeats), "embedding": embedding_cost(caption, args.repeats),

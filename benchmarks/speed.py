@@ -22,7 +22,18 @@ from typing import Any
 
 from PIL import Image
 
-from .common import REPO, RESULTS, kodak_captions, kodak_paths, load_rgb, machine, machine_line, md_table, write_json
+from .common import (
+    REPO,
+    RESULTS,
+    kodak_captions,
+    kodak_paths,
+    load_rgb,
+    machine,
+    machine_line,
+    md_table,
+    set_threads,
+    write_json,
+)
 
 LARGE_SOURCE = "kodim23.png"
 ENCODER_ONLY = ("g_a", "fusion", "h_a")
@@ -49,8 +60,7 @@ def worker(cfg: dict[str, Any]) -> dict[str, Any]:
 
     import selic_engine as se
 
-    if cfg["threads"]:
-        torch.set_num_threads(cfg["threads"])
+    set_threads(cfg["threads"])
     device = cfg["device"]
     captions = kodak_captions()
     if cfg["size"] == "kodak":
