@@ -122,7 +122,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
 def cmd_export(args: argparse.Namespace) -> None:
     from .training.loop import export
 
-    mid = export(args.checkpoint, args.output, args.preset, args.float16)
+    mid = export(args.checkpoint, args.output, args.preset, args.float16, args.raw)
     print(f"wrote {args.output} (model id {mid})")
 
 
@@ -183,6 +183,7 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("-o", "--output", type=Path, required=True)
     e.add_argument("--preset", help="refuse the checkpoint unless its config is this preset")
     e.add_argument("--float16", action="store_true", help="store the weights in half precision (half the file)")
+    e.add_argument("--raw", action="store_true", help="export the last step's weights, not their moving average")
     e.set_defaults(func=cmd_export)
 
     pl = sub.add_parser("plugins", help="list the loaded caption / text-embedding plugins")

@@ -8,6 +8,9 @@ from pathlib import Path
 from typing import Literal
 
 FusionMode = Literal["concat", "add", "mul", "none"]
+#: Arithmetic of g_a / g_s: "auto" picks bfloat16 where the hardware has it natively (CUDA, AVX512-BF16/AMX CPUs)
+#: and float32 elsewhere (emulated bfloat16 is ~20x slower). See selic_engine/precision.py.
+Precision = Literal["auto", "float32", "bfloat16"]
 
 #: compressai's quality-1..8 MSE lambdas: they span about 0.1-1.5 bpp on Kodak.
 DEFAULT_LAMBDAS: tuple[float, ...] = (0.0018, 0.0035, 0.0067, 0.0130, 0.0250, 0.0483, 0.0932, 0.1800)
@@ -103,6 +106,8 @@ class TrainConfig:
     val_images: int = 12  # held out of the training pool (never Kodak)
     ckpt_every: int = 250
     threads: int = 0  # torch intra-op threads (0: torch default)
-    bf16: bool = False  # g_a / g_s under bfloat16 autocast: 1.5x faster steps on CPUs with AVX512-BF16
+    precision: Precision = "auto"  # g_a / g_s arithmetic; bfloat16 steps are 1.5x faster on CPUs with AVX512-BF16
+    ema_decay: float = 0.999  # exponential moving average of the weights, validated and exported (0: none)
+    minutes: float = 0  # stop (with a checkpoint) after this much training wall time; 0: run to `steps`
     adapter: bool = False  # train only the encoder side (for a new text embedder)
     embedder: str = "minilm"  # name of the text embedder whose vectors the model is trained on

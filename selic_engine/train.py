@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import typing
 from pathlib import Path
 
 from .config import TrainConfig
@@ -17,12 +18,15 @@ def parser() -> argparse.ArgumentParser:
         "Flags override the fields of --config (a JSON file of TrainConfig fields).",
     )
     p.add_argument("--config", type=Path, help="JSON file with TrainConfig fields")
+    hints = typing.get_type_hints(TrainConfig)
     for f in dataclasses.fields(TrainConfig):
         flag = "--" + f.name.replace("_", "-")
-        if f.type in ("bool", bool):
+        kind = hints[f.name]
+        if kind is bool:
             p.add_argument(flag, action="store_true", default=None, help=f"(default {f.default})")
+        elif typing.get_origin(kind) is typing.Literal:
+            p.add_argument(flag, choices=typing.get_args(kind), default=None, help=f"(default {f.default!r})")
         else:
-            kind = {"int": int, "float": float, "str": str}[f.type if isinstance(f.type, str) else f.type.__name__]
             p.add_argument(flag, type=kind, default=None, help=f"(default {f.default!r})")
     return p
 

@@ -51,8 +51,48 @@ def test_resume_is_exact(dataset, tmp_path):
     assert straight["step"] == resumed["step"] == 4
     for name, tensor in straight["model"].items():
         assert torch.equal(tensor, resumed["model"][name]), name
+    for name, tensor in straight["ema"].items():  # the weight average resumes exactly too
+        assert torch.equal(tensor, resumed["ema"][name]), name
     log = [json.loads(line) for line in (tmp_path / "b" / "log.jsonl").read_text().splitlines()]
-    assert any("val" in row for row in log)
+    assert any("val" in row and "val_ema" in row for row in log)
+    starts = [row["start"] for row in log if "start" in row]
+    assert len(starts) == 2 and all(s["machine"] and s["precision"] for s in starts)
+
+
+def test_weight_average_is_validated_and_exported(dataset, tmp_path):
+    """The EMA follows the weights (decay 0.5 over 3 steps is neither the first nor the last weights) and is
+    what `export` ships unless raw=True."""
+    from selic_engine.model.io import load_weights
+
+    ckpt = train(config(dataset, tmp_path / "run", steps=3, ema_decay=0.5))
+    state = checkpoint.load(ckpt)
+    raw = state["model"]["g_s.0.conv1.weight"]
+    ema = state["ema"]["module.g_s.0.conv1.weight"]
+    assert int(state["ema"]["n_averaged"]) == 4  # the starting weights, then one update per step
+    assert not torch.equal(raw, ema)
+    exported, _ = load_weights(export(ckpt, tmp_path / "ema.safetensors") and tmp_path / "ema.safetensors")
+    assert torch.equal(exported.state_dict()["g_s.0.conv1.weight"], ema)
+    exported_raw, _ = load_weights(export(ckpt, tmp_path / "raw.safetensors", raw=True) and
+                                   tmp_path / "raw.safetensors")
+    assert torch.equal(exported_raw.state_dict()["g_s.0.conv1.weight"], raw)
+    with pytest.raises(ValueError, match="ema_decay"):
+        train(config(dataset, tmp_path / "bad", ema_decay=1.5))
+
+
+def test_precision_auto_follows_the_hardware(dataset, tmp_path):
+    from selic_engine.precision import cpu_has_native_bf16, resolve
+
+    assert resolve("auto", "cpu") == (torch.bfloat16 if cpu_has_native_bf16() else torch.float32)
+    assert resolve("float32", "cpu") == torch.float32 and resolve("bfloat16", "cpu") == torch.bfloat16
+    train(config(dataset, tmp_path / "run", steps=1, precision="float32"))
+    log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert log[0]["start"]["precision"] == "torch.float32"
+
+
+def test_time_budget_stops_early_with_a_checkpoint(dataset, tmp_path):
+    """--minutes ends a run (the GPU burst's ten minutes) with a resumable checkpoint before `steps`."""
+    state = checkpoint.load(train(config(dataset, tmp_path / "run", steps=1000, minutes=1e-9)))
+    assert state["step"] < 1000
 
 
 def test_export_writes_weights_and_refuses_other_config(dataset, tmp_path):

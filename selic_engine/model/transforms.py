@@ -6,6 +6,7 @@ from compressai.layers import (
     ResidualBlock,
     ResidualBlockUpsample,
     ResidualBlockWithStride,
+    conv1x1,
     conv3x3,
     subpel_conv3x3,
 )
@@ -28,8 +29,13 @@ def analysis(N: int, M: int) -> nn.Sequential:
 
 def synthesis(N: int, M: int) -> nn.Sequential:
     """g_s mirrors g_a with sub-pixel upsampling."""
+    entry = ResidualBlock(M, N)
+    if entry.skip is None:
+        # compressai drops the 1x1 skip when M == N; keep it, so that widening N across M (N=96 -> 128 with
+        # M=128) stays function-preserving and every width has the same graph.
+        entry.skip = conv1x1(M, N)
     return nn.Sequential(
-        ResidualBlock(M, N),
+        entry,
         ResidualBlockUpsample(N, N, 2),
         ResidualBlock(N, N),
         ResidualBlockUpsample(N, N, 2),

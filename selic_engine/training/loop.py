@@ -22,8 +22,10 @@ from ..config import QUALITY_MAX, QUALITY_MIN, ModelConfig, TrainConfig, preset
 from ..model import SelicModel
 from ..model.gain import lambda_for
 from ..model.io import load_weights, read_metadata, round_weights, save_weights
+from ..precision import cpu_has_native_bf16, machine_kind, resolve
 from ..weights import shipped_weights_path
 from . import checkpoint
+from .averaging import weight_average
 from .captions import embed_captions
 from .data import CropStream, list_images, load_rgb, read_captions, split_holdout
 from .widen import widen, widenable
@@ -116,15 +118,6 @@ def _distributed() -> tuple[int, int, torch.device]:
     return rank, world, torch.device("cpu")
 
 
-def cpu_has_native_bf16() -> bool:
-    """AVX512-BF16 or AMX: without them CPU bfloat16 is emulated (measured 20x slower than float32 here)."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return True  # not Linux: nothing to say
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
 def train(cfg: TrainConfig) -> Path:
     """Run until cfg.steps; returns the path of the last checkpoint."""
     rank, world, device = _distributed()
@@ -142,8 +135,8 @@ def train(cfg: TrainConfig) -> Path:
     resume = cfg.resume
     if resume == "auto":
         resume = str(last) if last.exists() else ""
-        if not resume and not cfg.init_weights and shipped_weights_path(cfg.preset).exists():
-            cfg.init_weights = str(shipped_weights_path(cfg.preset))
+        if not resume and not cfg.init_weights and shipped_weights_path(model_cfg.name).exists():
+            cfg.init_weights = str(shipped_weights_path(model_cfg.name))
     state = checkpoint.load(Path(resume)) if resume else None
     loaded = load_weights(Path(cfg.init_weights))[0] if state is None and cfg.init_weights else None
     if cfg.adapter:
@@ -165,10 +158,11 @@ def train(cfg: TrainConfig) -> Path:
         raise ValueError(f"embedder gives {embeddings.shape[1]}-d vectors, model expects {model_cfg.text_dim}; "
                          "train an encoder adapter for it with --adapter")
     model.to(device).train()
-    model.transform_autocast = torch.bfloat16 if cfg.bf16 else None
-    if cfg.bf16 and device.type == "cpu" and not cpu_has_native_bf16():
-        warnings.warn("--bf16 on a CPU without AVX512-BF16/AMX: bfloat16 is emulated and much slower than "
-                      "float32 here; drop --bf16", stacklevel=1)
+    dtype = resolve(cfg.precision, device)
+    model.transform_autocast = dtype if dtype != torch.float32 else None
+    if dtype == torch.bfloat16 and device.type == "cpu" and not cpu_has_native_bf16():
+        warnings.warn("--precision bfloat16 on a CPU without AVX512-BF16/AMX: bfloat16 is emulated and much "
+                      "slower than float32 here; use --precision auto", stacklevel=1)
 
     if cfg.adapter:
         for name, p in model.named_parameters():
@@ -193,6 +187,7 @@ def train(cfg: TrainConfig) -> Path:
         DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(
             model, [n for n, _ in model.named_parameters() if n.endswith(".quantiles")])
     ddp = DistributedDataParallel(model) if world > 1 else model
+    average = weight_average(model, cfg.ema_decay, state.get("ema") if state is not None else None)
 
     train_paths, val_paths = split_holdout(list_images(root), cfg.val_images)
     stream = CropStream(root, train_paths, caption_ids, cfg.batch_size, cfg.crop, cfg.min_crop,
@@ -204,6 +199,9 @@ def train(cfg: TrainConfig) -> Path:
     if rank == 0:
         out_dir.mkdir(parents=True, exist_ok=True)
         log = open(out_dir / "log.jsonl", "a")
+        log.write(json.dumps({"step": step, "start": {"machine": machine_kind(), "precision": str(dtype),
+                                                      "threads": torch.get_num_threads(), "world": world,
+                                                      "train_config": vars(cfg)}, "time": time.time()}) + "\n")
 
     def save_checkpoint() -> None:
         if rank:
@@ -213,6 +211,8 @@ def train(cfg: TrainConfig) -> Path:
                    "train_seconds": seconds_before + time.time() - t0}
         if aux_optimizer is not None:
             payload["aux_optimizer"] = aux_optimizer.state_dict()
+        if average is not None:
+            payload["ema"] = average.state_dict()
         checkpoint.save(last, payload)
 
     if state is not None:  # last: building the DataLoader iterator draws from the torch RNG
@@ -220,7 +220,8 @@ def train(cfg: TrainConfig) -> Path:
     bar = tqdm(total=cfg.steps, initial=step, disable=rank != 0, unit="step", smoothing=0.05,
                mininterval=0.1 if sys.stderr.isatty() else 60)  # a log file gets a line a minute
     t0 = time.time()
-    while step < cfg.steps:
+    deadline = t0 + 60 * cfg.minutes if cfg.minutes else math.inf
+    while step < cfg.steps and time.time() < deadline:
         lr = cfg.lr * (0.1 if cfg.lr_decay_at and step >= cfg.lr_decay_at else 1.0)
         for g in optimizer.param_groups:
             g["lr"] = lr
@@ -239,6 +240,8 @@ def train(cfg: TrainConfig) -> Path:
             aux_optimizer.zero_grad(set_to_none=True)
             model.aux_loss().backward()
             aux_optimizer.step()
+        if average is not None:
+            average.update_parameters(model)
         step += 1
         bar.update(1)
         if rank == 0:
@@ -246,16 +249,23 @@ def train(cfg: TrainConfig) -> Path:
                             img_s=f"{cfg.batch_size * world * (bar.n - bar.initial) / (time.time() - t0):.1f}")
             if step % 50 == 0:
                 log.write(json.dumps({"step": step, "loss": loss.item(), "bpp": bpp.mean().item(),
-                                      "mse": mse.mean().item(), "lr": lr, "time": time.time()}) + "\n")
+                                      "mse": mse.mean().item(), "lr": lr, "time": time.time(),
+                                      "steps_per_s": (bar.n - bar.initial) / (time.time() - t0)}) + "\n")
                 log.flush()
             if step % cfg.ckpt_every == 0 or step == cfg.steps:
                 save_checkpoint()
             if cfg.val_every and (step % cfg.val_every == 0 or step == cfg.steps):
                 v = validate(model, val_images)
-                log.write(json.dumps({"step": step, "val": v, "time": time.time()}) + "\n")
+                record = {"step": step, "val": v, "time": time.time()}
+                if average is not None:
+                    record["val_ema"] = validate(average.module, val_images)
+                log.write(json.dumps(record) + "\n")
                 log.flush()
-                summary = " ".join(f"{k}: {r['bpp']:.3f} bpp {r['psnr']:.2f} dB" for k, r in v.items())
-                bar.write(f"step {step} val {summary}")
+                for key in ("val", "val_ema"):
+                    rows = record.get(key, {}).items()
+                    if rows:
+                        bar.write(f"step {step} {key} " + " ".join(f"{k}: {r['bpp']:.3f} bpp {r['psnr']:.2f} dB"
+                                                                  for k, r in rows))
     bar.close()
     if log is not None:
         log.close()
@@ -276,9 +286,11 @@ def check_replicas(model: SelicModel, out_dir: Path, rank: int, world: int) -> N
         raise RuntimeError(f"DDP replicas diverged: {digests}")
 
 
-def export(checkpoint_path: Path, out: Path, preset_name: str | None = None, float16: bool = False) -> str:
+def export(checkpoint_path: Path, out: Path, preset_name: str | None = None, float16: bool = False,
+           raw: bool = False) -> str:
     """Checkpoint -> shipped safetensors weights with updated entropy tables; refuses a config mismatch.
 
+    The weight average is exported when the checkpoint has one (raw=True: the last step's weights).
     float16 stores the weights rounded to half precision (half the file; the tables are built from
     the rounded weights, and loading upcasts them exactly).
     """
@@ -289,11 +301,15 @@ def export(checkpoint_path: Path, out: Path, preset_name: str | None = None, flo
         raise ValueError(f"checkpoint config {ckpt_cfg.name!r} does not match preset {cfg.name!r}")
     model = SelicModel(ckpt_cfg)
     model.load_state_dict(state["model"])
+    if "ema" in state and not raw:
+        average = weight_average(model, 0.5, state["ema"])  # the decay does not matter for reading
+        model = average.module
     dtype = torch.float16 if float16 else torch.float32
     round_weights(model, dtype)
     model.update(force=True)
     mid = save_weights(model.eval(), out, {"step": str(state["step"]),
-                                           "train_seconds": f"{state.get('train_seconds', 0):.0f}"}, dtype)
+                                           "train_seconds": f"{state.get('train_seconds', 0):.0f}",
+                                           "averaged": str("ema" in state and not raw).lower()}, dtype)
     record_in_manifest(out, mid)
     return mid
 
