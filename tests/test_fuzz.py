@@ -326,6 +326,41 @@ def test_garbage_under_a_large_claimed_size_fails_before_synthesis(samples, monk
     assert not calls and time.perf_counter() - start < 120
 
 
+def test_forged_size_is_refused_as_soon_as_the_stream_runs_out(samples, monkeypatch):
+    """A tiny file claiming 2048x2048 (two coding bands) is refused within the first band, when its
+    symbols outgrow its bytes, not after decoding every band the header claims (issue 17)."""
+    from selic_engine.entropy import ChannelARM
+
+    bands: list[int] = []
+    real = ChannelARM.decompress
+    monkeypatch.setattr(ChannelARM, "decompress", lambda self, *a: bands.append(1) or real(self, *a))
+    with pytest.raises(se.DesyncError, match="run out"):
+        se.decode(with_header(samples["rgb"], width=2048, height=2048))
+    assert len(bands) <= 1
+
+
+@pytest.mark.parametrize("which", ["charm", "entropy_bottleneck"])
+def test_guarded_decoder_refuses_a_stream_that_has_run_out(tiny_engine, which):
+    """A real stream asked for more symbols than it holds: refused within a chunk or two of its end,
+    while the same stream asked for its own symbols decodes exactly (the bound is never too tight)."""
+    from compressai.ans import RansEncoder
+
+    t = _tables(tiny_engine.model, which)
+    rng = np.random.default_rng(2)
+    n, more = 4 * CHUNK, 40 * CHUNK
+    indexes = rng.integers(0, len(t.length_list), n + more)
+    values = [int(t.offsets[i]) + int(rng.integers(0, t.lengths[i] - 2)) for i in indexes[:n]]
+    stream = RansEncoder().encode_with_indexes(values, indexes[:n].tolist(), t.cdf, t.length_list, t.offset_list)
+    assert GuardedDecoder(stream, n, t).decode(torch.from_numpy(indexes[:n])).tolist() == values
+    decoder = GuardedDecoder(stream, n + more, t)
+    decoded: list[int] = []
+    with pytest.raises(se.DesyncError, match="run out"):
+        for start in range(0, n + more, CHUNK):
+            decoder.decode(torch.from_numpy(indexes[start : start + CHUNK]))
+            decoded.append(start)
+    assert len(decoded) <= n // CHUNK + 2
+
+
 def test_enormous_claims_are_refused_as_value_errors(samples):
     from selic_engine.errors import ImageTooLargeError
 
@@ -463,15 +498,15 @@ def test_guarded_decoder_refuses_escape_floods_of_any_length(tiny_engine, which,
         symbols, _ = reference_decode(padded, indexes, t.cdf, t.length_list, t.offset_list)
         raw = np.array(symbols) - t.offsets[worst]
         over = np.flatnonzero(np.cumsum((raw < 0) | (raw >= t.lengths[worst] - 2)) > decoder.budget)
-        if not over.size:  # this stream stays within budget: it decodes (to garbage the hash then refuses)
-            assert decoder.decode(torch.tensor(indexes)).shape == (n,)
-            continue
-        decoded = min(n, (over[0] // 64 + 1) * 64)  # the chunk that crosses the budget is the last one decoded
+        # the chunk that crosses the escape budget is the last one decoded (the decoder may stop sooner: a
+        # stream that has run out is refused as soon as its symbols outgrow its bytes)
+        decoded = min(n, (over[0] // 64 + 1) * 64) if over.size else n
         _, words_read = reference_decode(padded, indexes[:decoded], t.cdf, t.length_list, t.offset_list)
         assert words_read <= len(padded) // 4
-        with pytest.raises(se.DesyncError, match="escape symbols"):
-            decoder.decode(torch.tensor(indexes))
-        refused += 1
+        if over.size:
+            with pytest.raises(se.DesyncError, match="run out"):
+                decoder.decode(torch.tensor(indexes))
+            refused += 1
     assert refused >= 1  # the flood
 
 

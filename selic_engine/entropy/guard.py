@@ -5,13 +5,16 @@ symbol followed by 4-bit length nibbles; a 0xF nibble extends the length) lets a
 make one symbol read many words: 3 MB of 0xFF bytes crash it. Two things bound what it reads:
 
 - the stream is padded (`guard_rans_stream`) for a fixed number of escapes;
-- the decoder (`GuardedDecoder`) decodes in chunks of `CHUNK` symbols, counts the escapes it has
-  decoded, and refuses the stream before a chunk could take it past the number the padding was
-  sized for (the budget plus one chunk).
+- the decoder (`GuardedDecoder`) decodes in chunks of `CHUNK` symbols, adds up the information
+  of the symbols it has decoded, and refuses the stream as soon as they hold more bits than its
+  bytes can (`Tables.bits`): the stream has run out or desynchronised. That also bounds the
+  escapes to the number the padding was sized for (the budget plus one chunk).
 
-The budget (`Tables.budget`) is the most escapes a stream of its length can legitimately hold,
-so no file an encoder writes is ever refused: every escape costs at least 4 + log2(1/p) bits of
-the stream (its length nibble and its symbol, p <= the tables' largest escape probability).
+The budget (`Tables.budget`) is the most escapes a stream of its length can legitimately hold:
+every escape costs at least 4 + log2(1/p) bits of the stream (its length nibble and its symbol,
+p <= the tables' largest escape probability), so a stream within its bits is within its budget.
+No file an encoder writes is ever refused, and a forged header that claims more symbols than
+the stream holds fails about when the real bytes run out, not after decoding the claimed size.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ class Tables:
     offset_list: list[int]
     lengths: np.ndarray
     offsets: np.ndarray
+    cdf_array: np.ndarray  # cdf as one (tables, longest) int64 array, for vectorised frequencies
     rate: float  # the largest probability any table gives its escape (bypass) symbol, the last one
 
     @classmethod
@@ -47,23 +51,32 @@ class Tables:
         lengths, offsets = lengths.reshape(-1).int(), offsets.reshape(-1).int()
         last = cdf.gather(1, (lengths.reshape(-1, 1).long() - 2)).reshape(-1)
         return cls(cdf.tolist(), lengths.tolist(), offsets.tolist(), lengths.numpy(), offsets.numpy(),
-                   float((65536 - last).max()) / 65536)
+                   cdf.numpy().astype(np.int64), float((65536 - last).max()) / 65536)
 
-    def escapes(self, values: np.ndarray, indexes: np.ndarray) -> int:
-        """How many of these decoded values went through the bypass: those outside [0, length - 2)."""
+    def information(self, values: np.ndarray, indexes: np.ndarray) -> float:
+        """The fewest stream bits that can have coded these decoded values: log2(1/p) for each symbol,
+        where values outside [0, length - 2) are the escape symbol plus at least one 4-bit nibble."""
         raw = values.astype(np.int64) - self.offsets[indexes]
-        return int(np.count_nonzero((raw < 0) | (raw >= self.lengths[indexes] - 2)))
+        escape_symbol = self.lengths[indexes] - 2
+        escape = (raw < 0) | (raw >= escape_symbol)
+        symbol = np.where(escape, escape_symbol, raw)
+        freq = self.cdf_array[indexes, symbol + 1] - self.cdf_array[indexes, symbol]
+        return float(np.sum(16 - np.log2(freq))) + 4.0 * np.count_nonzero(escape)
 
-    def budget(self, n_symbols: int, stream_bytes: int) -> int:
-        """The most escapes a legitimate stream of this length can hold.
+    @staticmethod
+    def bits(n_symbols: int, stream_bytes: int) -> float:
+        """The most information a legitimate stream of n symbols in this many bytes can hold.
 
         rANS (compressai's Rans64) grows its state by at least log2(1/p) - 2^-14 bits per symbol
         of probability p (the state stays above 2^31 and frequencies below 2^16) and by exactly 4
         bits per bypass nibble; it writes the state out in 32-bit words plus a 64-bit flush. So
-        8 L + 64 + n 2^-14 bits pay for every escape's 4 + log2(1/rate) bits.
+        8 L + 64 + n 2^-14 bits pay for the information of every symbol.
         """
-        bits = 8 * stream_bytes + 64 + n_symbols / 16384
-        return min(n_symbols, math.floor(bits / (4 + math.log2(1 / self.rate))))
+        return 8 * stream_bytes + 64 + n_symbols / 16384
+
+    def budget(self, n_symbols: int, stream_bytes: int) -> int:
+        """The most escapes a legitimate stream of this length can hold: each costs 4 + log2(1/rate) bits."""
+        return min(n_symbols, math.floor(self.bits(n_symbols, stream_bytes) / (4 + math.log2(1 / self.rate))))
 
 
 def _longest_run(mask: np.ndarray) -> int:
@@ -98,14 +111,17 @@ def guard_rans_stream(stream: bytes, n_symbols: int, escapes: int) -> bytes:
 
 class GuardedDecoder:
     """compressai's RansDecoder over a padded stream of n_symbols, refusing it (DesyncError) once its
-    escapes pass the tables' budget: reads then provably stay inside the padded buffer."""
+    symbols hold more information than its bytes can: reads then provably stay inside the padded
+    buffer, and a stream that has run out is refused within a chunk of its end."""
 
     def __init__(self, stream: bytes, n_symbols: int, tables: Tables) -> None:
         self.tables = tables
         self.budget = tables.budget(n_symbols, len(stream))
+        self.bits = tables.bits(n_symbols, len(stream))
+        self._stream_bytes = len(stream)
         self._decoder = RansDecoder()
         self._decoder.set_stream(guard_rans_stream(stream, n_symbols, self.budget + CHUNK))
-        self._escapes = 0
+        self._information = 0.0
 
     def decode(self, indexes: Tensor) -> Tensor:
         """int32 symbols (offsets applied), shaped like indexes."""
@@ -117,14 +133,14 @@ class GuardedDecoder:
             part = flat[start : start + CHUNK]
             values = np.asarray(self._decoder.decode_stream(part.tolist(), t.cdf, t.length_list, t.offset_list),
                                 dtype=np.int32)
-            self._escapes += t.escapes(values, part)
+            self._information += t.information(values, part)
             parts.append(values)
         self._check()
         values = np.concatenate(parts) if parts else np.zeros(0, np.int32)
         return torch.from_numpy(values).reshape(indexes.shape)
 
     def _check(self) -> None:
-        if self._escapes > self.budget:
-            raise DesyncError(f"latent stream decodes to more than the {self.budget} escape symbols its length can "
-                              "hold: the file is damaged or forged")
+        if self._information > self.bits:
+            raise DesyncError(f"latent stream has run out or desynchronised: its symbols need more than its "
+                              f"{self._stream_bytes} bytes can code (the file is damaged or forged)")
 
