@@ -37,7 +37,12 @@ def as_pil(image: Image.Image | np.ndarray) -> Image.Image:
 
 
 def normalize_mode(image: Image.Image) -> Image.Image:
-    """Bring any Pillow mode to one of RGB, L, RGBA, LA, or raise ValueError saying why not."""
+    """Bring any Pillow mode to one of RGB, L, RGBA, LA, or raise ValueError saying why not.
+
+    Also the first check of every encode path, so an empty image is refused here, before any model loads.
+    """
+    if image.width < 1 or image.height < 1:
+        raise ValueError(f"cannot encode an empty {image.width}x{image.height} image: both sides must be at least 1")
     mode = image.mode
     if mode in ("RGB", "L", "RGBA", "LA"):
         return image

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import subprocess
 import sys
 
@@ -10,6 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
+import pillow_selic  # noqa: F401  (registers SELIC with Pillow)
 import selic_engine as se
 from selic_engine.config import PRESETS
 
@@ -39,6 +41,24 @@ def test_sizes_not_multiple_of_64(tiny_engine):
         img = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
         out = se.decode(se.encode(img, 3, caption=False, model=tiny_engine.model_id))
         assert out.size == (w, h)
+
+
+@pytest.mark.parametrize("w, h", [(0, 0), (0, 10), (10, 0)])
+def test_zero_size_is_a_value_error_naming_the_size(tiny_engine, w, h):
+    """Encoding (array, PIL, Pillow save) and reading a header of an empty image: ValueError with the size."""
+    from .test_fuzz import with_header
+
+    size = f"{w}x{h}"
+    for image in (np.zeros((h, w, 3), np.uint8), Image.new("RGB", (w, h)), Image.new("LA", (w, h))):
+        with pytest.raises(ValueError, match=size):
+            se.encode(image, 4, caption=False, model=tiny_engine.model_id)
+    with pytest.raises(ValueError, match=size):
+        Image.new("RGB", (w, h)).save(io.BytesIO(), format="SELIC", model=tiny_engine.model_id, caption=False)
+    forged = with_header(se.encode(np.zeros((8, 8, 3), np.uint8), 4, caption=False, model=tiny_engine.model_id),
+                         width=w, height=h)
+    for read in (se.probe, se.decode):
+        with pytest.raises(se.SelicFormatError, match=size):
+            read(forged)
 
 
 def test_caption_changes_latent_and_decoder_needs_no_caption(tiny_engine, photo):
