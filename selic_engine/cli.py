@@ -127,9 +127,9 @@ def cmd_export(args: argparse.Namespace) -> None:
 
 
 def cmd_plugins(args: argparse.Namespace) -> None:
-    from .plugins import list_plugins
+    from .plugins import describe
 
-    print(json.dumps(list_plugins(), indent=2))
+    print(json.dumps(describe(), indent=2))
 
 
 def parser() -> argparse.ArgumentParser:
@@ -186,7 +186,7 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--raw", action="store_true", help="export the last step's weights, not their moving average")
     e.set_defaults(func=cmd_export)
 
-    pl = sub.add_parser("plugins", help="list the loaded caption / text-embedding plugins")
+    pl = sub.add_parser("plugins", help="the active captioner and text embedder, why, and the loaded plugins")
     pl.set_defaults(func=cmd_plugins)
     return p
 

@@ -25,8 +25,8 @@ import pluggy
 from .semantic import hookspecs
 from .semantic.hookspecs import hookimpl
 
-__all__ = ["DEFAULTS_NAME", "ENTRY_POINT_GROUP", "get_plugin_manager", "hookimpl", "isolated", "list_plugins",
-           "register", "unregister"]
+__all__ = ["DEFAULTS_NAME", "ENTRY_POINT_GROUP", "describe", "get_plugin_manager", "hookimpl", "isolated",
+           "list_plugins", "register", "unregister"]
 
 ENTRY_POINT_GROUP = "selic"
 DEFAULTS_NAME = "selic-defaults"
@@ -128,3 +128,15 @@ def list_plugins() -> list[dict[str, Any]]:
         hooks = sorted(h.name for h in pm.get_hookcallers(plugin) or [])
         out.append({"name": name, "hooks": hooks, "distribution": pm.distributions.get(name)})
     return sorted(out, key=lambda d: d["name"])
+
+
+def describe() -> dict[str, Any]:
+    """For `selic plugins`: the plugins, and per hook the plugins asked before the built-in captioner / embedder,
+    which one of those the settings select and why. Loads no model."""
+    pm = get_plugin_manager()
+    defaults = pm.get_plugin(DEFAULTS_NAME)
+    out = defaults.describe() if defaults is not None else {"captioner": {}, "embedder": {}}
+    for role, hook in (("captioner", pm.hook.selic_caption), ("embedder", pm.hook.selic_embed_text)):
+        asked = [impl.plugin_name for impl in reversed(hook.get_hookimpls())]  # pluggy's calling order
+        out[role]["plugins_asked_first"] = [name for name in asked if name != DEFAULTS_NAME]
+    return {**out, "plugins": list_plugins()}

@@ -160,9 +160,11 @@ def test_cli_lists_plugins(installed, capsys):
 
     with plugins.isolated():
         main(["plugins"])
-    listed = {p["name"]: p for p in json.loads(capsys.readouterr().out)}
+    shown = json.loads(capsys.readouterr().out)
+    listed = {p["name"]: p for p in shown["plugins"]}
     assert {"testcap", plugins.DEFAULTS_NAME} <= set(listed)
     assert listed["testcap"]["distribution"] == "selic-test-plugin"
+    assert "testcap" in shown["captioner"]["plugins_asked_first"]
 
 
 def test_blocked_name_is_refused():

@@ -8,7 +8,6 @@ import os
 import subprocess
 import sys
 import textwrap
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -124,16 +123,6 @@ def test_caption_precedence():
     assert semantic.resolve_caption(tagged, None) == "from the metadata"
     assert semantic.resolve_caption(tagged, "   ") == "from the metadata"  # a blank caption is no caption
     assert semantic.resolve_caption(plain, None) == "from the captioner"
-
-
-def test_no_caption_warns_once_with_instructions(monkeypatch):
-    monkeypatch.setenv("SELIC_CAPTIONER", "none")
-    with pytest.warns(UserWarning, match="SELIC_CAPTIONER") as record:
-        assert semantic.resolve_caption(Image.new("RGB", (8, 8)), None) is None
-    assert "caption=False" in str(record[0].message)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        assert semantic.resolve_caption(Image.new("RGB", (8, 8)), None) is None
 
 
 def test_engine_uses_plugin_caption_and_embedder(tiny_engine, photo):

