@@ -13,6 +13,8 @@ from pathlib import Path
 from .config import DEFAULT_QUALITY
 
 SUFFIX = ".selic"
+#: The photo `selic demo` uses without an argument: it ships with selic (see selic_engine/data/README.md).
+DEMO_PHOTO = Path(__file__).parent / "data" / "astronaut.jpg"
 
 
 def _expand(patterns: list[str]) -> list[Path]:
@@ -96,13 +98,9 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
     from . import decode, encode
 
-    if args.image:
-        img = Image.open(args.image).convert("RGB")
-        name = args.image
-    else:
-        from skimage import data as skdata
-
-        img, name = Image.fromarray(skdata.astronaut()), "scikit-image astronaut.png (512x512)"
+    with Image.open(args.image or DEMO_PHOTO) as source:
+        img = source.convert("RGB")
+    name = args.image or f"{DEMO_PHOTO.name} ({img.width}x{img.height}, NASA, public domain)"
     for q in args.quality:
         t0 = time.perf_counter()
         blob = encode(img, q, args.caption or None, model=args.model, device=args.device)
@@ -168,7 +166,7 @@ def parser() -> argparse.ArgumentParser:
     i.set_defaults(func=cmd_info)
 
     m = sub.add_parser("demo", parents=[common], help="round-trip a real photo with the shipped model")
-    m.add_argument("image", nargs="?", help="your photo (default: scikit-image's astronaut)")
+    m.add_argument("image", nargs="?", help="your photo (default: the astronaut photo shipped with selic)")
     m.add_argument("-q", "--quality", type=float, nargs="+", default=[2.0, 5.0])
     m.add_argument("--caption", default="")
     m.add_argument("--model", default="small")
