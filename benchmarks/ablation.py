@@ -3,6 +3,10 @@
 (a) Semantic gain: the shipped model with the Kodak captions vs caption=False (no training).
 (b, c) Fusion: models trained with no semantic branch (fusion "none") and with concat / add / mul
     fusion, all at the same small budget and seed, compared on Kodak against concat (the paper's).
+(d) Caption probe (no training): per image, the right caption vs a wrong one (captions shuffled
+    across images, fixed seed) vs the null vector; and how much the caption moves the fused latent,
+    per channel, against the latent's own spread. If the encoder used the text, a wrong caption
+    should cost something and the change should be more than a rounding error.
 
 The training part is opt-in (--train) because it costs hours of CPU; it calls the project's own
 training loop with a variant of a preset (the `train` CLI only knows the fixed preset names).
@@ -10,6 +14,7 @@ training loop with a variant of a preset (the `train` CLI only knows the fixed p
     python -m benchmarks.ablation                                   # (a) only
     python -m benchmarks.ablation --train --steps 5000 --variants concat,add,mul,none [--seeds 0,1]
     python -m benchmarks.ablation --train --steps 2000 --pairs concat:0,add:0,mul:0,none:0,concat:1
+    python -m benchmarks.ablation --no-semantic --probe --probe-qualities 1,4,8     # (d) only
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import random
 import statistics
 import subprocess
 import sys
@@ -32,13 +38,14 @@ from .common import (
     fmt,
     kodak_captions,
     kodak_paths,
+    load_rgb,
     machine,
     machine_line,
     md_table,
     read_json,
     write_json,
 )
-from .rd_kodak import aggregate, log, measure_codec
+from .rd_kodak import aggregate, log, measure_codec, measure_point
 
 COMPARE_AT_BPP = (0.2, 0.9)
 VARIANTS = ("concat", "add", "mul", "none")
@@ -68,6 +75,19 @@ def compare(test: dict[str, Any], anchor: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def reusable_points(rd_json: Path, model_id: str, names: list[str]) -> dict[str, list[dict[str, Any]]]:
+    """rd_kodak.json's selic / selic-nocaption points, when they are of this model and these images."""
+    if not rd_json.exists():
+        return {}
+    rd = read_json(rd_json)
+    out = {}
+    for name in ("selic", "selic-nocaption"):
+        c = rd["codecs"].get(name)
+        if c and c["params"].get("model_id") == model_id and rd["images"] == names:
+            out[name] = c["points"]
+    return out
+
+
 def semantic_gain(model: str, images: int, qualities: tuple[float, ...], rd_json: Path) -> dict[str, Any]:
     """Reuse rd_kodak.json's two selic runs when they are of this model and image set; else measure them."""
     paths = kodak_paths(images or None)
@@ -78,12 +98,7 @@ def semantic_gain(model: str, images: int, qualities: tuple[float, ...], rd_json
     except CodecUnavailableError as exc:
         return {"skipped": str(exc)}
     model_id = codecs["selic"].params["model_id"]
-    if rd_json.exists():
-        rd = read_json(rd_json)
-        for name in codecs:
-            c = rd["codecs"].get(name)
-            if c and c["params"].get("model_id") == model_id and rd["images"] == names:
-                points[name] = c["points"]
+    points.update(reusable_points(rd_json, model_id, names))
     source = "reused from rd_kodak.json" if len(points) == 2 else "measured by ablation.py"
     captions = kodak_captions()
     for name, codec in codecs.items():
@@ -166,6 +181,159 @@ def evaluate_variants(runs: list[dict[str, Any]], images: int, qualities: tuple[
     return {"images": [p.name for p in paths], "runs": runs, "seed_noise": noise}
 
 
+# --- (d) caption probe: right vs wrong caption vs null vector, and the latent change -----------------
+
+def shuffled(names: list[str], seed: int) -> dict[str, str]:
+    """name -> another image's name (a derangement: no image keeps its own), fixed by the seed."""
+    rng = random.Random(seed)
+    other = list(names)
+    while any(a == b for a, b in zip(names, other, strict=True)):
+        rng.shuffle(other)
+    return dict(zip(names, other, strict=True))
+
+
+def latent_change(engine: Any, image: Any, vectors: dict[str, Any], qualities: tuple[float, ...]) -> dict[str, Any]:
+    """Per channel: RMS over positions of (fused latent with a caption - with the null vector), divided by the
+    null-vector latent's own spatial standard deviation; and the same change in quantization bins (after the
+    quality gain), with the share of rounded latent values that it flips."""
+    import torch
+
+    from selic_engine import imaging
+
+    model = engine.model
+    x = imaging.split(image)[0].to(engine.device).float().div_(255)
+    with torch.no_grad():
+        y3 = model.g_a(x)
+        null = model.fusion(y3, None)
+        spread = null.std(dim=(0, 2, 3))
+        out: dict[str, Any] = {}
+        for name, vector in vectors.items():
+            fused = model.fusion(y3, torch.as_tensor(vector)[None])
+            rms = (fused - null).pow(2).mean(dim=(0, 2, 3)).sqrt()
+            bins = {}
+            for q in qualities:
+                gain = model.gains.gain(torch.tensor([q]))
+                flipped = (torch.round(fused * gain) != torch.round(null * gain)).float().mean()
+                bins[f"{q:g}"] = {"rms_bins_mean": float((rms * gain.flatten()).mean()),
+                                  "rounded_values_changed": float(flipped)}
+            out[name] = {"ratio_per_channel": (rms / spread.clamp_min(1e-12)).tolist(), "in_bins": bins}
+    return out
+
+
+def caption_probe(model: str, images: int, qualities: tuple[float, ...], seed: int, rd_json: Path
+                  ) -> dict[str, Any]:
+    """Right / wrong / null per image and quality (bpp, PSNR), and latent_change per image."""
+    from selic_engine import get_engine, semantic
+
+    paths = kodak_paths(images or None)
+    names, captions = [p.name for p in paths], kodak_captions()
+    wrong_of = shuffled(names, seed)
+    try:
+        right, null = selic(model, True), selic(model, False)
+    except CodecUnavailableError as exc:
+        return {"skipped": str(exc)}
+    engine = get_engine(model)
+    reused = reusable_points(rd_json, engine.model_id, names)
+    runs = {"right": (right, captions, reused.get("selic")),
+            "wrong": (right, {n: captions[wrong_of[n]] for n in names}, None),
+            "null": (null, {}, reused.get("selic-nocaption"))}
+    points: dict[str, list[dict[str, Any]]] = {k: [] for k in runs}
+    latent = []
+    for i, path in enumerate(paths, 1):
+        image = load_rgb(path)
+        for key, (codec, caps, old) in runs.items():
+            for q in qualities:
+                hit = [p for p in old or [] if p["image"] == path.name and p["setting"] == q]
+                points[key].append(hit[0] if hit else {"image": path.name,
+                                                       **measure_point(codec, image, q, caps.get(path.name))})
+        texts = [captions[path.name], captions[wrong_of[path.name]]]
+        vectors = semantic.embed_texts(texts, engine.config.text_dim)
+        latent.append({"image": path.name, **latent_change(engine, image, dict(zip(("right", "wrong"), vectors,
+                                                                                 strict=True)), qualities)})
+        log(f"  probe {i}/{len(paths)} {path.name}")
+    return {"model_id": engine.model_id, "images": names, "qualities": list(qualities), "seed": seed,
+            "wrong_caption_of": wrong_of, "reused_from_rd_kodak": sorted(k for k, v in runs.items() if v[2]),
+            "points": points, "latent": latent, "machine": machine()}
+
+
+def probe_summary(pr: dict[str, Any]) -> dict[str, Any]:
+    """Mean over images, per quality, of wrong - right and null - right (bpp %, PSNR dB), with their spread."""
+    rows = []
+    for q in pr["qualities"]:
+        at = {k: {p["image"]: p for p in pts if p["setting"] == q} for k, pts in pr["points"].items()}
+        row: dict[str, Any] = {"quality": q}
+        for other in ("wrong", "null"):
+            dbpp = [100 * (at[other][n]["bpp"] / at["right"][n]["bpp"] - 1) for n in pr["images"]]
+            dpsnr = [at[other][n]["psnr"] - at["right"][n]["psnr"] for n in pr["images"]]
+            row[other] = {"bpp_pct_mean": statistics.fmean(dbpp), "bpp_pct_sd": statistics.stdev(dbpp),
+                          "psnr_db_mean": statistics.fmean(dpsnr), "psnr_db_sd": statistics.stdev(dpsnr),
+                          "images_wrong_worse": sum(1 for b, d in zip(dbpp, dpsnr, strict=True) if b > 0 or d < 0)}
+        rows.append(row)
+    return {"rows": rows}
+
+
+def latent_summary(pr: dict[str, Any]) -> dict[str, Any]:
+    """Over images: the per-channel change ratio (median channel, largest channel), in bins and flipped values."""
+    out = {}
+    for key in ("right", "wrong"):
+        ratios = [r[key]["ratio_per_channel"] for r in pr["latent"]]
+        per_channel = [statistics.fmean(c) for c in zip(*ratios, strict=True)]
+        out[key] = {"ratio_median_channel": statistics.median(per_channel), "ratio_max_channel": max(per_channel),
+                    "ratio_mean": statistics.fmean(per_channel),
+                    "in_bins": {q: {m: statistics.fmean(r[key]["in_bins"][q][m] for r in pr["latent"])
+                                    for m in ("rms_bins_mean", "rounded_values_changed")}
+                                for q in pr["latent"][0][key]["in_bins"]}}
+    return out
+
+
+def probe_markdown(pr: dict[str, Any]) -> list[str]:
+    if "skipped" in pr:
+        return [f"Not measured: {pr['skipped']}"]
+    s, lat = probe_summary(pr), latent_summary(pr)
+    reused = ", ".join(pr["reused_from_rd_kodak"])
+    lines = [f"Model {pr['model_id']} on {len(pr['images'])} Kodak images, qualities "
+             f"{', '.join(f'{q:g}' for q in pr['qualities'])}; the wrong caption is another image's (captions "
+             f"shuffled with seed {pr['seed']}, none kept). Right and null points "
+             f"{f'reused from rd_kodak.json ({reused})' if reused else 'measured here'}"
+             f"; measured on {machine_line(pr['machine'])}. Differences against the right caption, mean ± sd over "
+             "images; positive Δbpp / negative ΔPSNR: worse than the right caption.", "",
+             md_table(["quality", "wrong: Δbpp %", "wrong: ΔPSNR dB", "images where wrong has Δbpp > 0 or ΔPSNR < 0",
+                       "null: Δbpp %", "null: ΔPSNR dB"],
+                      [[r["quality"], f"{r['wrong']['bpp_pct_mean']:+.3f} ± {r['wrong']['bpp_pct_sd']:.3f}",
+                        f"{r['wrong']['psnr_db_mean']:+.4f} ± {r['wrong']['psnr_db_sd']:.4f}",
+                        f"{r['wrong']['images_wrong_worse']}/{len(pr['images'])}",
+                        f"{r['null']['bpp_pct_mean']:+.3f} ± {r['null']['bpp_pct_sd']:.3f}",
+                        f"{r['null']['psnr_db_mean']:+.4f} ± {r['null']['psnr_db_sd']:.4f}"] for r in s["rows"]]),
+             "", "Change of the fused latent (after the fusion module, before the quality gain) when the null vector "
+             "is replaced by a caption's vector: per channel, RMS over positions divided by that channel's own "
+             "spatial standard deviation, averaged over images; then the same change in quantization bins at each "
+             "quality and the share of rounded latent values it flips.", ""]
+    qs = list(lat["right"]["in_bins"])
+    lines.append(md_table(["caption", "ratio, median channel", "ratio, mean", "ratio, largest channel",
+                           *[f"RMS bins q{q}" for q in qs], *[f"values flipped q{q}" for q in qs]],
+                          [[k, v["ratio_median_channel"], v["ratio_mean"], v["ratio_max_channel"],
+                            *[v["in_bins"][q]["rms_bins_mean"] for q in qs],
+                            *[f"{100 * v['in_bins'][q]['rounded_values_changed']:.2f}%" for q in qs]]
+                           for k, v in lat.items()], digits=4))
+    return lines + probe_reading(s["rows"], len(pr["images"]))
+
+
+def probe_reading(rows: list[dict[str, Any]], n: int) -> list[str]:
+    """Each mean difference set against its standard error over the images: is it distinguishable from zero?"""
+    lines = ["", "Reading (generated): a mean difference more than 2 standard errors (sd/√n) from zero is called "
+             "measurable."]
+    for r in rows:
+        for other in ("wrong", "null"):
+            d = r[other]
+            parts = []
+            for key, unit in (("bpp_pct", "% bpp"), ("psnr_db", " dB")):
+                mean, se = d[f"{key}_mean"], d[f"{key}_sd"] / math.sqrt(n)
+                verdict = "measurable" if abs(mean) > 2 * se else "not measurable"
+                parts.append(f"{mean:+.4f}{unit} ({verdict}, {abs(mean) / max(se, 1e-12):.1f} SE)")
+            lines.append(f"- q{r['quality']:g}, {other} vs right caption: " + "; ".join(parts) + ".")
+    return lines
+
+
 # --- report ---------------------------------------------------------------------------------------
 
 def markdown(results: dict[str, Any]) -> str:
@@ -183,6 +351,8 @@ def markdown(results: dict[str, Any]) -> str:
                            [[sg["bd_rate_psnr"], sg["bd_rate_ms_ssim_db"],
                              *[sg[f"delta_psnr_at_{b}"] for b in COMPARE_AT_BPP],
                              f"{fmt(sg['per_image_mean'], 2)} ± {fmt(sg['per_image_stdev'], 2)}"]], digits=3)]
+    if results.get("probe"):
+        lines += ["", "### (d) Right caption, wrong caption, null vector", "", *probe_markdown(results["probe"])]
     lines += ["", "### (b, c) Fusion variants trained at an equal budget", ""]
     tr = results.get("training")
     if not tr:
@@ -241,6 +411,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--images", type=int, default=0, help="first N Kodak images (default all 24)")
     p.add_argument("--qualities", default=",".join(f"{q:g}" for q in SELIC_QUALITIES))
     p.add_argument("--no-semantic", action="store_true", help="skip (a)")
+    p.add_argument("--probe", action="store_true", help="(d): right vs wrong caption vs null vector, latent change")
+    p.add_argument("--probe-qualities", default="1,4,8")
+    p.add_argument("--probe-seed", type=int, default=0, help="seed of the caption shuffle")
     p.add_argument("--train", action="store_true", help="train and compare the fusion variants (slow)")
     p.add_argument("--steps", type=int, default=5000)
     p.add_argument("--variants", default=",".join(VARIANTS))
@@ -272,9 +445,13 @@ def main(argv: list[str] | None = None) -> None:
     json_path = args.out / "ablation.json"
     previous = read_json(json_path) if json_path.exists() else {}
     results: dict[str, Any] = {"benchmark": "ablation", "semantic": previous.get("semantic", {}),
-                               "training": previous.get("training")}
+                               "probe": previous.get("probe"), "training": previous.get("training")}
     if not args.no_semantic:
         results["semantic"] = semantic_gain(args.model, args.images, qualities, args.out / "rd_kodak.json")
+    if args.probe:
+        probe_qualities = tuple(float(q) for q in args.probe_qualities.split(","))
+        results["probe"] = caption_probe(args.model, args.images, probe_qualities, args.probe_seed,
+                                         args.out / "rd_kodak.json")
     if args.train:
         runs = train_variants(args)
         options = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "train_one"}

@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> None:
             run_step("semantic_cost", ["--repeats", "1"] if args.quick else [])
         if "ablation" not in skip:
             train = ["--train", "--steps", str(args.steps)] if args.train_ablation else []
-            run_step("ablation", common + train)
+            run_step("ablation", common + train + ["--probe"])
     update_readme()
     print(f"run_all: updated {README}", file=sys.stderr)
 
