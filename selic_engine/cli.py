@@ -1,85 +1,173 @@
-"""The `selic` command: compress, decompress, info, demo, train, export, plugins."""
+"""The `selic` command: compress, decompress, info, demo, train, export, plugins.
+
+compress and decompress check everything they can before any model work (and before torch is
+imported): arguments, that every input exists, that no two inputs write the same output, and that
+no output exists unless --force. Then each file is done on its own: a failure is reported and the
+batch goes on, exiting non-zero with a summary at the end.
+"""
 
 from __future__ import annotations
 
 import argparse
 import glob
 import json
+import os
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import NoReturn
 
-from .config import DEFAULT_QUALITY
+from .atomic import write_atomic
+from .config import DEFAULT_QUALITY, QUALITY_MAX, QUALITY_MIN
 
 SUFFIX = ".selic"
 #: The photo `selic demo` uses without an argument: it ships with selic (see selic_engine/data/README.md).
 DEMO_PHOTO = Path(__file__).parent / "data" / "astronaut.jpg"
 
 
-def _expand(patterns: list[str]) -> list[Path]:
-    files: list[Path] = []
-    for pattern in patterns:
-        matches = sorted(glob.glob(pattern, recursive=True))
-        if not matches and not Path(pattern).exists():
-            raise SystemExit(f"selic: no file matches {pattern!r}")
-        files += [Path(m) for m in (matches or [pattern]) if Path(m).is_file()]
-    return files
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: the usage is one --help away."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def _target(src: Path, out_dir: Path | None, suffix: str) -> Path:
-    return (out_dir or src.parent) / (src.stem + suffix)
-
-
-def _write_atomic(path: Path, write: Callable[[Path], object]) -> None:
-    """write(tmp_path) then rename: a failure leaves neither a partial file nor a temporary one behind."""
-    tmp = path.with_name(f".{path.name}.{time.time_ns()}.tmp")
+def _quality(text: str) -> float:
+    """argparse type: a quality in range, refused before any model loads."""
     try:
-        write(tmp)
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
+        q = float(text)
+    except ValueError:
+        q = float("nan")
+    if not QUALITY_MIN <= q <= QUALITY_MAX:  # also NaN
+        raise argparse.ArgumentTypeError(
+            f"quality must be from {QUALITY_MIN:g} to {QUALITY_MAX:g} (fractions allowed), got {text!r}")
+    return q
 
 
-def _progress(items: list[Path], desc: str):
+def _output_format(name: str) -> tuple[str, str]:
+    """argparse type for --format: (file suffix, Pillow format) for an extension Pillow can write."""
+    from PIL import Image
+
+    suffix = "." + name.lower().lstrip(".")
+    fmt = Image.registered_extensions().get(suffix)
+    if fmt is None or fmt not in Image.SAVE:
+        writable = sorted({ext[1:] for ext, f in Image.registered_extensions().items() if f in Image.SAVE})
+        raise argparse.ArgumentTypeError(f"Pillow cannot write {name!r}; it writes {', '.join(writable)}")
+    return suffix, fmt
+
+
+def _files(patterns: list[str], example: str) -> list[Path]:
+    """The files the arguments name, in order, each once.
+
+    A folder named directly is refused rather than guessed at (which files, how deep?); folders that a
+    wildcard happens to match are passed over, since the pattern names files.
+    """
+    files: dict[Path, None] = {}
+    for pattern in patterns:
+        path = Path(pattern)
+        if path.is_dir():
+            raise SystemExit(f"selic: {pattern} is a folder; name its files, e.g. '{path / example}' "
+                             f"('{path / '**' / example}' reaches sub-folders too)")
+        found = [m for m in map(Path, sorted(glob.glob(pattern, recursive=True)) or [pattern]) if m.is_file()]
+        if not found:
+            raise SystemExit(f"selic: no file matches {pattern!r}")
+        files.update(dict.fromkeys(found))
+    return list(files)
+
+
+def _some(paths: list[Path]) -> str:
+    return ", ".join(map(str, paths[:3])) + (f" and {len(paths) - 3} more" if len(paths) > 3 else "")
+
+
+def _plan(args: argparse.Namespace, suffix: str, example: str) -> dict[Path, Path]:
+    """{input: output}, refused at once if two inputs would write one output, an output would replace
+    an input, or an output exists without --force. Creates the -o folder (and its parents)."""
+    out_dir: Path | None = args.output_dir
+    if out_dir is not None and out_dir.exists() and not out_dir.is_dir():
+        raise SystemExit(f"selic: -o {out_dir} is a file, not a folder")
+    jobs = {src: (out_dir or src.parent) / (src.stem + suffix) for src in _files(args.inputs, example)}
+    writers: dict[Path, list[Path]] = {}
+    for src, dst in jobs.items():
+        writers.setdefault(dst.resolve(), []).append(src)
+    inputs = {src.resolve() for src in jobs}
+    for dst, srcs in writers.items():
+        if len(srcs) > 1:
+            raise SystemExit(f"selic: {' and '.join(map(str, srcs))} would all be written to {jobs[srcs[0]]}; "
+                             "rename one or send them to different folders (-o)")
+        if dst in inputs:
+            raise SystemExit(f"selic: {srcs[0]} would be written over its own input {jobs[srcs[0]]}")
+    existing = [dst for dst in jobs.values() if dst.exists()]
+    if existing and not args.force:
+        raise SystemExit(f"selic: {_some(existing)} already exist{'s' if len(existing) == 1 else ''}; "
+                         "pass --force to overwrite")
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    return jobs
+
+
+def _batch(jobs: dict[Path, Path], desc: str, work: Callable[[Path, Path], str]) -> None:
+    """work(src, dst) -> the line to print, for each job under one progress bar.
+
+    Lines go through tqdm.write, so they never land in the middle of the bar. A file that fails is
+    reported and the rest go on; the command then exits non-zero with a summary. Ctrl-C stops it.
+    """
+    from PIL import Image
     from tqdm import tqdm
 
-    return tqdm(items, desc=desc, unit="img", disable=len(items) < 2)
+    failed: list[Path] = []
+    for src, dst in tqdm(jobs.items(), desc=desc, unit="img", total=len(jobs), disable=len(jobs) < 2):
+        try:
+            line = work(src, dst)
+        except (ValueError, OSError, RuntimeError, Image.DecompressionBombError) as exc:
+            failed.append(src)
+            tqdm.write(f"selic: {src}: {exc}", file=sys.stderr)
+        else:
+            tqdm.write(line, file=sys.stdout)
+    if failed:
+        raise SystemExit(f"selic: {len(failed)} of {len(jobs)} files failed: {_some(failed)}")
 
 
 def cmd_compress(args: argparse.Namespace) -> None:
+    jobs = _plan(args, SUFFIX, "*.jpg")
     from PIL import Image
 
-    from . import encode
+    from . import encode, get_engine
 
+    get_engine(args.model, args.device)  # a missing model or device fails once, not once per file
     caption = False if args.no_caption else args.caption
-    for src in _progress(_expand(args.inputs), "compress"):
+
+    def work(src: Path, dst: Path) -> str:
         with Image.open(src) as img:
             meta = {k: img.info[k] for k in ("icc_profile", "exif", "xmp") if img.info.get(k)}
             meta = {k: v.encode() if isinstance(v, str) else v for k, v in meta.items()}
             data = encode(img, args.quality, caption, model=args.model, device=args.device,
                           store_caption=args.store_caption, metadata=meta)
-            dst = _target(src, args.output_dir, SUFFIX)
-            _write_atomic(dst, lambda tmp, data=data: tmp.write_bytes(data))
-            print(f"{src} -> {dst}: {len(data)} bytes, {8 * len(data) / (img.width * img.height):.3f} bpp")
+            bpp = 8 * len(data) / (img.width * img.height)
+        write_atomic(dst, lambda tmp: tmp.write_bytes(data))
+        return f"{src} -> {dst}: {len(data)} bytes, {bpp:.3f} bpp"
+
+    _batch(jobs, "compress", work)
 
 
 def cmd_decompress(args: argparse.Namespace) -> None:
+    suffix, fmt = args.format
+    jobs = _plan(args, suffix, "*.selic")
     from . import decode
 
-    fmt = args.format.upper().replace("JPG", "JPEG")
-    for src in _progress(_expand(args.inputs), "decompress"):
+    def work(src: Path, dst: Path) -> str:
         image = decode(src.read_bytes(), device=args.device)
-        dst = _target(src, args.output_dir, "." + args.format)
         save_info = {k: image.info[k] for k in ("icc_profile", "exif") if image.info.get(k)}
-        _write_atomic(dst, lambda tmp, im=image, kw=save_info: im.save(tmp, format=fmt, **kw))
-        print(f"{src} -> {dst}")
+        write_atomic(dst, lambda tmp: image.save(tmp, format=fmt, **save_info))
+        return f"{src} -> {dst}"
+
+    _batch(jobs, "decompress", work)
 
 
 def cmd_info(args: argparse.Namespace) -> None:
     from .container import unpack
 
-    for src in _expand(args.inputs):
+    for src in _files(args.inputs, "*.selic"):
         data = src.read_bytes()
         f = unpack(data)
         h = f.header
@@ -131,7 +219,7 @@ def cmd_plugins(args: argparse.Namespace) -> None:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="selic",
         description="SELIC learned image codec: compress photos to .selic files, decompress them back, "
         "inspect them, or train the model.",
@@ -143,22 +231,25 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: $SELIC_DEVICE, else CUDA if present)")
+    batch = argparse.ArgumentParser(add_help=False)
+    batch.add_argument("inputs", nargs="+", help="files or glob patterns (quote them; '**' reaches sub-folders)")
+    batch.add_argument("-o", "--output-dir", type=Path,
+                       help="where to write, created if missing (default: next to each input)")
+    batch.add_argument("--force", action="store_true", help="overwrite outputs that already exist")
 
-    c = sub.add_parser("compress", parents=[common], help="images -> .selic files")
-    c.add_argument("inputs", nargs="+", help="image files or glob patterns (quote them)")
-    c.add_argument("-q", "--quality", type=float, default=DEFAULT_QUALITY,
+    c = sub.add_parser("compress", parents=[common, batch], help="images -> .selic files")
+    c.add_argument("-q", "--quality", type=_quality, default=DEFAULT_QUALITY,
                    help="1 (smallest) .. 8 (best), fractional ok")
-    c.add_argument("-o", "--output-dir", type=Path, help="where to write (default: next to each input)")
-    c.add_argument("--caption", help="describe the image yourself instead of running the captioner")
-    c.add_argument("--no-caption", action="store_true", help="skip the semantic branch")
+    said = c.add_mutually_exclusive_group()
+    said.add_argument("--caption", help="describe the image yourself instead of running the captioner")
+    said.add_argument("--no-caption", action="store_true", help="skip the semantic branch")
     c.add_argument("--store-caption", action="store_true", help="keep the caption text in the file")
     c.add_argument("--model", default="small", help="preset name of shipped weights, or a .safetensors path")
     c.set_defaults(func=cmd_compress)
 
-    d = sub.add_parser("decompress", parents=[common], help=".selic files -> PNG (or another format)")
-    d.add_argument("inputs", nargs="+")
-    d.add_argument("-o", "--output-dir", type=Path)
-    d.add_argument("--format", default="png", help="output format understood by Pillow (png, tiff, webp, ...)")
+    d = sub.add_parser("decompress", parents=[common, batch], help=".selic files -> PNG (or another format)")
+    d.add_argument("--format", type=_output_format, default="png",
+                   help="output file type Pillow writes, by extension (png, jpg, tiff, webp, ...)")
     d.set_defaults(func=cmd_decompress)
 
     i = sub.add_parser("info", help="print the header of .selic files as JSON lines")
@@ -167,7 +258,7 @@ def parser() -> argparse.ArgumentParser:
 
     m = sub.add_parser("demo", parents=[common], help="round-trip a real photo with the shipped model")
     m.add_argument("image", nargs="?", help="your photo (default: the astronaut photo shipped with selic)")
-    m.add_argument("-q", "--quality", type=float, nargs="+", default=[2.0, 5.0])
+    m.add_argument("-q", "--quality", type=_quality, nargs="+", default=[2.0, 5.0])
     m.add_argument("--caption", default="")
     m.add_argument("--model", default="small")
     m.add_argument("--output", help="also write the last .selic file here")
@@ -196,6 +287,8 @@ def main(argv: list[str] | None = None) -> None:
 
         return train_main(argv[1:])
     args = parser().parse_args(argv)
+    # The command's own bar is the progress display: no loading bars from transformers / huggingface_hub.
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     try:
         args.func(args)
     except (ValueError, OSError, RuntimeError) as exc:

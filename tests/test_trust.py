@@ -204,14 +204,14 @@ def test_failed_compress_leaves_no_partial_output(source, tmp_path, tiny_weights
     out = tmp_path / "out"
     out.mkdir()
     (out / "photo.selic").write_bytes(b"previous version")
-    args = ["--model", str(tiny_weights)]
+    args = ["--model", str(tiny_weights), "--force"]
     expected: type[BaseException] = SystemExit
     if failure == "encoder raises":
         monkeypatch.setattr(se, "encode", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("boom in g_a")))
     elif failure == "bad quality":
         args += ["-q", "9"]
     elif failure == "missing model":
-        args = ["--model", str(tmp_path / "nope.safetensors")]
+        args = ["--model", str(tmp_path / "nope.safetensors"), "--force"]
     else:
         real_write = Path.write_bytes
 
