@@ -5,10 +5,10 @@ Importing is light on purpose: torch loads on the first encode or decode, not he
 
 from __future__ import annotations
 
-from .image_plugin import EXTENSIONS, FORMAT, MIME, SelicImageFile
+from .image_plugin import EXTENSIONS, FORMAT, MIME, SelicImageFile, save
 from .image_plugin import register as _register_pillow
 
-__all__ = ["EXTENSIONS", "FORMAT", "MIME", "SelicImageFile", "register"]
+__all__ = ["EXTENSIONS", "FORMAT", "MIME", "SelicImageFile", "register", "save"]
 
 
 def register() -> None:

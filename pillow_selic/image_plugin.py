@@ -187,9 +187,36 @@ def encode_with_options(im: Image.Image, options: Mapping[str, Any]) -> bytes:
     return encode_to_size(image, options.get("max_bytes"), options.get("bpp"), max_quality=max_quality, **kwargs)
 
 
+def _discard_if_empty(fp: IO[bytes], filename: str | bytes) -> None:
+    """Remove the file being saved to if nothing is in it yet: Image.save cleans up after an Exception
+    only, so without this Ctrl-C while encoding would leave the empty file it opened."""
+    try:
+        opened = os.fstat(fp.fileno())
+        if filename and opened.st_size == 0 and os.path.samestat(opened, os.stat(filename)):
+            os.remove(filename)
+    except (OSError, AttributeError):  # not a real file (BytesIO), or already gone
+        pass
+
+
 def _save(im: Image.Image, fp: IO[bytes], filename: str | bytes) -> None:
-    # Encode completely before writing: a failure writes nothing, and Image.save removes a file it created.
-    fp.write(encode_with_options(im, im.encoderinfo))
+    """Encode completely before writing a byte. Pillow has already opened (and so emptied) the target:
+    on an error it removes a file it created but leaves one that existed empty; `save` avoids both."""
+    try:
+        data = encode_with_options(im, im.encoderinfo)
+    except (KeyboardInterrupt, SystemExit):  # Image.save cleans up after an Exception, not after these
+        _discard_if_empty(fp, filename)
+        raise
+    fp.write(data)
+
+
+def save(im: Image.Image, path: str | os.PathLike, **options: Any) -> None:
+    """Image.save(path, format="SELIC", **options), but atomic: the file is written to a temporary
+    beside `path` and renamed over it, so a bad option, an error or Ctrl-C leaves an existing file as it
+    was (Image.save itself empties the target before any plugin code runs)."""
+    from selic_engine.atomic import write_atomic
+
+    data = encode_with_options(im, options)
+    write_atomic(path, lambda tmp: tmp.write_bytes(data))
 
 
 def register() -> None:

@@ -176,6 +176,42 @@ def test_failed_save_to_file_object_writes_nothing(save, rgb):
     assert buf.getvalue() == b""
 
 
+def test_interrupted_save_leaves_no_empty_file(save, rgb, tmp_path, monkeypatch):
+    """Ctrl-C while encoding: Pillow cleans up only after an Exception, so the plugin removes the empty
+    file Pillow opened (issue 17)."""
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(selic_engine.engine, "encode", interrupt)
+    target = tmp_path / "x.selic"
+    with pytest.raises(KeyboardInterrupt):
+        save(rgb, target)
+    assert not target.exists()
+
+
+def test_atomic_save_keeps_the_existing_file(rgb, tmp_path, tiny_engine, monkeypatch):
+    """Image.save cannot keep a file it failed to replace (Pillow empties it before the plugin runs);
+    pillow_selic.save can: a bad option, an error or Ctrl-C leaves the old file and no temporary."""
+    target = tmp_path / "x.selic"
+    target.write_bytes(b"earlier")
+    with pytest.raises(ValueError, match="quality"):
+        rgb.save(target, quality=90, model=tiny_engine.model_id, caption=False)
+    assert target.read_bytes() == b""  # the documented limitation of Image.save
+    target.write_bytes(b"earlier")
+    with pytest.raises(ValueError, match="quality"):
+        pillow_selic.save(rgb, target, quality=90, model=tiny_engine.model_id, caption=False)
+    with pytest.raises(ValueError, match="8-bit"):
+        pillow_selic.save(rgb.convert("F"), target, model=tiny_engine.model_id, caption=False)
+    with monkeypatch.context() as patch:
+        patch.setattr(selic_engine.engine, "encode", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt))
+        with pytest.raises(KeyboardInterrupt):
+            pillow_selic.save(rgb, target, model=tiny_engine.model_id, caption=False)
+    assert target.read_bytes() == b"earlier" and os.listdir(tmp_path) == ["x.selic"]
+    pillow_selic.save(rgb, target, quality=5, model=tiny_engine.model_id, caption=False)
+    with Image.open(target) as img:
+        assert img.info["quality"] == 5 and img.size == rgb.size
+
+
 def test_metadata_round_trip(save, rgb, tmp_path):
     icc = srgb_profile()
     exif = Image.Exif()
