@@ -93,7 +93,8 @@ def _plan(args: argparse.Namespace, suffix: str, example: str) -> dict[Path, Pat
     inputs = {src.resolve() for src in jobs}
     for dst, srcs in writers.items():
         if len(srcs) > 1:
-            raise SystemExit(f"selic: {' and '.join(map(str, srcs))} would all be written to {jobs[srcs[0]]}; "
+            both = "both" if len(srcs) == 2 else "all"
+            raise SystemExit(f"selic: {' and '.join(map(str, srcs))} would {both} be written to {jobs[srcs[0]]}; "
                              "rename one or send them to different folders (-o)")
         if dst in inputs:
             raise SystemExit(f"selic: {srcs[0]} would be written over its own input {jobs[srcs[0]]}")
