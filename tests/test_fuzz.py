@@ -339,6 +339,19 @@ def test_forged_size_is_refused_as_soon_as_the_stream_runs_out(samples, monkeypa
     assert len(bands) <= 1
 
 
+@pytest.mark.data
+def test_a_real_photo_claiming_81_megapixels_is_refused_in_seconds():
+    """Issue 17's case: a Kodak file (768x512, shipped model) re-headed to 9000x9000. It ran 250 s
+    and 2.2 GB before the decoder noticed its stream had run out; the target is a few seconds."""
+    from .conftest import kodak_or_skip
+
+    data = se.encode(Image.open(kodak_or_skip() / "kodim01.png"), 5, caption=False)
+    start = time.perf_counter()
+    with pytest.raises(se.DesyncError, match="run out"):
+        se.decode(with_header(data, width=9000, height=9000))
+    assert time.perf_counter() - start < 10
+
+
 @pytest.mark.parametrize("which", ["charm", "entropy_bottleneck"])
 def test_guarded_decoder_refuses_a_stream_that_has_run_out(tiny_engine, which):
     """A real stream asked for more symbols than it holds: refused within a chunk or two of its end,
