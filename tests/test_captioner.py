@@ -117,6 +117,7 @@ def test_architecture_matches_the_shipped_weights(name):
     assert model._fc.out_features == 1000
 
 
+@pytest.mark.data
 def test_shipped_classifier_on_kodak():
     path = package_weights(SPECS["efficientnet-lite0"])
     if path is None or not KODAK.is_dir():
