@@ -117,6 +117,14 @@ def test_architecture_matches_the_shipped_weights(name):
     assert model._fc.out_features == 1000
 
 
+def test_class_names_are_torchvisions():
+    from torchvision.models import EfficientNet_B0_Weights
+
+    from selic_engine.semantic.imagenet_classes import CLASSES
+
+    assert list(CLASSES) == EfficientNet_B0_Weights.IMAGENET1K_V1.meta["categories"]
+
+
 @pytest.mark.data
 def test_shipped_classifier_on_kodak():
     path = package_weights(SPECS["efficientnet-lite0"])

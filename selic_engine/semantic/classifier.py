@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .imagenet_classes import CLASSES
+
 # (repeats, kernel, stride, expand ratio, in filters, out filters) of the seven MBConv stages (EfficientNet-Lite).
 STAGES = ((1, 3, 1, 1, 32, 16), (2, 3, 2, 6, 16, 24), (2, 5, 2, 6, 24, 40), (3, 3, 2, 6, 40, 80),
           (3, 5, 1, 6, 80, 112), (4, 5, 2, 6, 112, 192), (1, 3, 1, 6, 192, 320))
@@ -164,13 +166,6 @@ def package_weights(spec: ClassifierSpec) -> Path | None:
     return path if path.is_file() else None
 
 
-def imagenet_classes() -> list[str]:
-    """The 1000 ImageNet class names, in the classifier's output order (shipped inside torchvision's code)."""
-    from torchvision.models import EfficientNet_B0_Weights
-
-    return list(EfficientNet_B0_Weights.IMAGENET1K_V1.meta["categories"])
-
-
 def photo_of(name: str) -> str:
     """'a photo of a goldfish' / 'a photo of an electric ray': the training data's ImageNet caption form."""
     name = name.strip().lower()
@@ -212,7 +207,7 @@ class ClassifierCaptioner:
             if self._model is None:
                 if self.path is None:
                     raise RuntimeError(f"{self.name}: {self.unavailable}")
-                self._classes = self._classes or imagenet_classes()
+                self._classes = self._classes or list(CLASSES)
                 self._model = load_classifier(self.spec.arch, self.path, self.spec.sha256)
             return self._model, self._classes  # type: ignore[return-value]
 
