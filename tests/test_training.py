@@ -188,3 +188,45 @@ def test_training_a_wider_preset_starts_from_narrower_weights(dataset, tmp_path)
                                         init_weights=str(weights), steps=4)))
     assert wide["step"] == 4
     assert wide["model"]["g_s.0.conv1.weight"].shape[0] == 24
+
+
+def test_gpu_burst_trains_on_cpu_from_a_packed_dataset(dataset, tmp_path, monkeypatch):
+    """The burst's data pack and training config, run here on the CPU (tiny preset, small crops)."""
+    import dataclasses
+
+    from selic_engine.train import config_from_args
+    from selic_engine.training.burst import burst_config, device_command, pack_data, train_args
+    from selic_engine.training.data import list_images, split_holdout
+
+    packed = tmp_path / "data"
+    assert pack_data(dataset, packed, max_side=96, holdout=2) > 0
+    _, held = split_holdout(list_images(dataset), 2)
+    assert len(list_images(packed)) == 6 and not {str(Path(p).with_suffix(".jpg")) for p in held} & set(
+        list_images(packed))  # the validation hold-out never travels
+    assert all(max(Image.open(packed / p).size) <= 96 for p in list_images(packed))
+    cfg = burst_config(str(packed), str(tmp_path / "run"), minutes=0.05, preset=str(dataset / "tiny.json"))
+    assert config_from_args(train_args(cfg)) == cfg  # the command line carries exactly this config
+    command = device_command()
+    assert "--batch-size=16" in command and "--crop=256" in command and "--minutes=9.0" in command
+    cfg = dataclasses.replace(cfg, batch_size=2, crop=64, min_crop=64, workers=0, threads=1)
+    state = checkpoint.load(train(cfg))
+    assert state["step"] >= 1 and "ema" in state
+
+
+def test_a_non_finite_batch_is_skipped_not_learned(dataset, tmp_path, monkeypatch):
+    """One NaN loss (a bad batch, a bfloat16 overflow) once poisoned the weights, their average and the
+    checkpoint: the step is now skipped."""
+    from selic_engine.training import loop
+
+    real, calls = loop.rd_loss, []
+
+    def flaky(out, x, lam):
+        loss, bpp, mse = real(out, x, lam)
+        calls.append(1)
+        return (loss * float("nan") if len(calls) == 2 else loss), bpp, mse
+
+    monkeypatch.setattr(loop, "rd_loss", flaky)
+    state = checkpoint.load(train(config(dataset, tmp_path / "run", steps=3, val_every=0)))
+    assert state["step"] == 3 and len(calls) == 3
+    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+    assert all(torch.isfinite(v).all() for v in state["ema"].values() if v.is_floating_point())

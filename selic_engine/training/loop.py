@@ -31,6 +31,7 @@ from .data import CropStream, list_images, load_rgb, read_captions, split_holdou
 from .widen import widen, widenable
 
 VAL_QUALITIES = (1.0, 4.0, 8.0)
+MAX_BAD_STEPS = 50  # consecutive steps with non-finite gradients before training gives up
 ENCODER_SIDE = ("g_a", "fusion", "h_a")  # what --adapter trains; h_a feeds z, coded by frozen tables
 
 
@@ -206,6 +207,8 @@ def train(cfg: TrainConfig) -> Path:
     def save_checkpoint() -> None:
         if rank:
             return
+        if not all(torch.isfinite(p).all() for p in model.parameters()):
+            raise FloatingPointError(f"non-finite weights at step {step}: the previous checkpoint is kept")
         payload = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
                    "rng": checkpoint.rng_state(), "config": model_cfg.to_json(), "train_config": json.dumps(vars(cfg)),
                    "train_seconds": seconds_before + time.time() - t0}
@@ -221,6 +224,7 @@ def train(cfg: TrainConfig) -> Path:
                mininterval=0.1 if sys.stderr.isatty() else 60)  # a log file gets a line a minute
     t0 = time.time()
     deadline = t0 + 60 * cfg.minutes if cfg.minutes else math.inf
+    bad_steps = skipped = 0
     while step < cfg.steps and time.time() < deadline:
         lr = cfg.lr * (0.1 if cfg.lr_decay_at and step >= cfg.lr_decay_at else 1.0)
         for g in optimizer.param_groups:
@@ -233,9 +237,16 @@ def train(cfg: TrainConfig) -> Path:
         loss, bpp, mse = rd_loss(out, x, lam)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        if cfg.clip_grad:
-            torch.nn.utils.clip_grad_norm_(net_params, cfg.clip_grad)
-        optimizer.step()
+        grad_norm = torch.nn.utils.clip_grad_norm_(net_params, cfg.clip_grad or math.inf)
+        if torch.isfinite(grad_norm):  # (the same on every DDP rank: the gradients are all-reduced)
+            optimizer.step()
+            bad_steps = 0
+        else:  # one bad batch (a NaN or inf anywhere) must not poison the weights, their average and checkpoints
+            bad_steps += 1
+            skipped += 1
+            if bad_steps > MAX_BAD_STEPS:
+                raise FloatingPointError(f"{bad_steps} steps in a row had non-finite gradients (step {step}): "
+                                         "lower --lr, or resume from the last checkpoint")
         if aux_optimizer is not None:
             aux_optimizer.zero_grad(set_to_none=True)
             model.aux_loss().backward()
@@ -250,7 +261,8 @@ def train(cfg: TrainConfig) -> Path:
             if step % 50 == 0:
                 log.write(json.dumps({"step": step, "loss": loss.item(), "bpp": bpp.mean().item(),
                                       "mse": mse.mean().item(), "lr": lr, "time": time.time(),
-                                      "steps_per_s": (bar.n - bar.initial) / (time.time() - t0)}) + "\n")
+                                      "steps_per_s": (bar.n - bar.initial) / (time.time() - t0),
+                                      "skipped": skipped}) + "\n")
                 log.flush()
             if step % cfg.ckpt_every == 0 or step == cfg.steps:
                 save_checkpoint()
