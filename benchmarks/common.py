@@ -67,6 +67,8 @@ def machine() -> dict[str, Any]:
     import PIL
     import torch
 
+    from selic_engine.precision import machine_kind
+
     info: dict[str, Any] = {
         "platform": platform.platform(),
         "python": sys.version.split()[0],
@@ -77,6 +79,7 @@ def machine() -> dict[str, Any]:
         "numpy": numpy.__version__,
         "pillow": PIL.__version__,
         "cuda_available": torch.cuda.is_available(),
+        "kind": machine_kind(),
         "load_average_1_5_15": [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None,
         "date_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "git_commit": git_commit(),
@@ -96,7 +99,8 @@ def machine() -> dict[str, Any]:
 
 def machine_line(m: dict[str, Any]) -> str:
     """One Markdown line describing the machine of a results file."""
-    parts = [f"{m.get('cpu')} ({m.get('physical_cores', '?')} cores / {m.get('logical_cpus')} threads)",
+    parts = [f"{m.get('cpu')} ({m.get('physical_cores', '?')} cores / {m.get('logical_cpus')} threads, "
+             f"{m.get('kind', 'kind not recorded')})",
              f"{m.get('memory_gib', '?')} GiB", f"torch {m.get('torch')} ({m.get('torch_threads')} threads)",
              f"Pillow {m.get('pillow')}", f"load average {m.get('load_average_1_5_15')}"]
     if m.get("gpu"):

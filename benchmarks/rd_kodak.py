@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import statistics
 import sys
 import time
@@ -249,7 +250,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     for name, reason in skipped.items():
         log(f"skipping {name}: {reason}")
     captions = kodak_captions()
-    options = {"quick": args.quick, "model": args.model, "threads": torch.get_num_threads()}
+    options = {"quick": args.quick, "model": args.model, "threads": torch.get_num_threads(),
+               "precision": os.environ.get("SELIC_PRECISION") or "auto"}  # of selic's transforms (engine)
     results: dict[str, Any] = {"benchmark": "rd_kodak", "machine": machine(), "images": [p.name for p in paths],
                                "options": options, "codecs": {}, "skipped": skipped}
     if previous is not None:

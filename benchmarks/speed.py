@@ -1,8 +1,13 @@
-"""Speed and memory of selic: encode/decode time with and without the semantic path, peak memory.
+"""Speed and memory of selic: encode/decode time per coding path, idle and under load, and peak memory.
 
-Each configuration (device x image size x semantic on/off) runs in its own subprocess, so that
-its peak resident memory (getrusage maxrss) is its own and not the largest seen so far.
-Times are medians over repeats after a warm-up encode/decode (which also loads MiniLM).
+Each configuration (device x image size x semantic on/off x path x load) runs in its own subprocess, so
+that its peak resident memory (getrusage maxrss) is its own and not the largest seen so far. Times are
+medians over repeats after a warm-up encode/decode (which also loads MiniLM).
+
+Paths: "before" is the previous release's coding path rebuilt here (reference convolution for g_s, torch's
+default backend for g_a, NCHW, float32, compressai's build_indexes), so before and after are measured in one
+run; "float32" and "bfloat16" are today's path at each precision. Load "busy" keeps one other process
+spinning on the CPU while timing. "pool" decodes the images through a thread pool of 1-thread decoders.
 
     python -m benchmarks.speed [--model small|PATH] [--images N] [--repeats R] [--large 4000x3000]
 """
@@ -10,6 +15,7 @@ Times are medians over repeats after a warm-up encode/decode (which also loads M
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import resource
@@ -54,6 +60,62 @@ def rss_mib() -> float:
     return peak / (2**20 if sys.platform == "darwin" else 2**10)
 
 
+def previous_path(model: str) -> tuple[Any, Any]:
+    """(encode context, decode context) of the previous release's path; patches this process for good."""
+    import torch
+    import torch.nn.functional as F
+    from torch.overrides import TorchFunctionMode
+
+    from selic_engine import engine
+    from selic_engine.entropy import ChannelARM
+    from selic_engine.model import selic
+
+    class ReferenceConv(TorchFunctionMode):  # the release's decode convolution: ATen's reference kernel
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            kwargs = kwargs or {}
+            if func in (F.conv2d, torch.conv2d):
+                b = dict(zip(("input", "weight", "bias", "stride", "padding", "dilation", "groups"), args,
+                             strict=False)) | kwargs
+                pair = lambda v: (v, v) if isinstance(v, int) else tuple(v)  # noqa: E731
+                w = b["weight"]
+                return torch.ops.aten._slow_conv2d_forward(b["input"], w, tuple(w.shape[-2:]), b.get("bias"),
+                                                           pair(b.get("stride", 1)), pair(b.get("padding", 0)))
+            return func(*args, **kwargs)
+
+    ChannelARM.indexes = lambda self, scales: self.gaussian_conditional.build_indexes(scales)
+    selic._coding_layout = lambda t: t  # NCHW windows
+    for name in ("g_a", "g_s"):
+        getattr(engine.get_engine(model).model, name).to(memory_format=torch.contiguous_format)
+
+    def with_conv(mode: Any) -> Any:
+        @contextlib.contextmanager
+        def patched():
+            saved = engine.onednn_conv
+            engine.onednn_conv = mode
+            try:
+                yield
+            finally:
+                engine.onednn_conv = saved
+        return patched
+
+    return with_conv(contextlib.nullcontext), with_conv(ReferenceConv)
+
+
+@contextlib.contextmanager
+def busy_cpu(load: str):
+    """One other process spinning on the CPU while the body runs (load "busy"), as on a shared machine."""
+    if load != "busy":
+        yield
+        return
+    proc = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.3)
+        yield
+    finally:
+        proc.kill()
+        proc.wait()
+
+
 def worker(cfg: dict[str, Any]) -> dict[str, Any]:
     """One configuration, in this (fresh) process: warm up, then time every image `repeats` times."""
     import torch
@@ -71,15 +133,23 @@ def worker(cfg: dict[str, Any]) -> dict[str, Any]:
     rss_start = rss_mib()
     se.get_engine(cfg["model"], device)
     rss_loaded = rss_mib()
+    enc_ctx = dec_ctx = contextlib.nullcontext
+    precision = cfg["path"] if cfg["path"] in ("float32", "bfloat16") else None
+    if cfg["path"] == "before":
+        enc_ctx, dec_ctx = previous_path(cfg["model"])
+        precision = "float32"
 
     def caption_for(name: str) -> str | bool:
         return captions.get(name.split()[0], "") if cfg["semantic"] else False
 
     def code(name: str, image: Image.Image) -> tuple[float, float, int]:
         t0 = time.perf_counter()
-        data = se.encode(image, cfg["quality"], caption=caption_for(name), model=cfg["model"], device=device)
+        with enc_ctx():
+            data = se.encode(image, cfg["quality"], caption=caption_for(name), model=cfg["model"], device=device,
+                             precision=precision)
         t1 = time.perf_counter()
-        se.decode(data, device=device)
+        with dec_ctx():
+            se.decode(data, device=device, precision=precision)
         if device.startswith("cuda"):
             torch.cuda.synchronize()
         return t1 - t0, time.perf_counter() - t1, len(data)
@@ -88,13 +158,16 @@ def worker(cfg: dict[str, Any]) -> dict[str, Any]:
     code(first.name, load_rgb(first))  # warm-up: loads MiniLM (semantic runs), allocator pools, caches
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
+    if cfg.get("pool"):
+        return {**cfg, **pool_throughput(images, cfg, precision), "torch_threads": torch.get_num_threads()}
     per_image = []
-    for name, image in images:
-        runs = [code(name, image) for _ in range(cfg["repeats"])]
-        per_image.append({"image": name, "pixels": image.width * image.height,
-                          "encode_s": statistics.median(r[0] for r in runs),
-                          "decode_s": statistics.median(r[1] for r in runs),
-                          "bpp": 8 * runs[0][2] / (image.width * image.height)})
+    with busy_cpu(cfg["load"]):
+        for name, image in images:
+            runs = [code(name, image) for _ in range(cfg["repeats"])]
+            per_image.append({"image": name, "pixels": image.width * image.height,
+                              "encode_s": statistics.median(r[0] for r in runs),
+                              "decode_s": statistics.median(r[1] for r in runs),
+                              "bpp": 8 * runs[0][2] / (image.width * image.height)})
     mpix = sum(p["pixels"] for p in per_image) / 1e6
     out = {**cfg, "per_image": per_image,
            "encode_median_s": statistics.median(p["encode_s"] for p in per_image),
@@ -107,6 +180,31 @@ def worker(cfg: dict[str, Any]) -> dict[str, Any]:
         out["cuda_peak_allocated_mib"] = torch.cuda.max_memory_allocated() / 2**20
         out["gpu"] = torch.cuda.get_device_name(0)
     return out
+
+
+def pool_throughput(images: list[tuple[str, Image.Image]], cfg: dict[str, Any], precision: str | None
+                    ) -> dict[str, Any]:
+    """Decoded images per second: one decoder at the configured threads vs `pool` 1-thread decoders at once."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import torch
+
+    import selic_engine as se
+
+    files = [se.encode(img, cfg["quality"], caption=False, model=cfg["model"], precision=precision)
+             for _, img in images]
+    t0 = time.perf_counter()
+    for data in files:
+        se.decode(data, precision=precision)
+    single = len(files) / (time.perf_counter() - t0)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # torch's intra-op pool is process-wide: each pooled decode then runs on one thread
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(cfg["pool"]) as pool:
+        list(pool.map(lambda d: se.decode(d, precision=precision), files))
+    pooled = len(files) / (time.perf_counter() - t0)
+    return {"single_decoder_images_per_s": single, "single_decoder_threads": threads,
+            "pool_images_per_s": pooled, "images_decoded": len(files)}
 
 
 def run_config(cfg: dict[str, Any]) -> dict[str, Any]:
@@ -157,15 +255,24 @@ def text_embedder_stats() -> dict[str, Any]:
 
 
 def configs(args: argparse.Namespace, devices: list[str]) -> list[dict[str, Any]]:
+    """Before vs today's paths (idle and busy) on Kodak, the semantic path, a thread pool, and the large image."""
+    from selic_engine.precision import cpu_has_native_bf16
+
     w, h = (int(v) for v in args.large.lower().split("x"))
     base = {"model": args.model, "quality": args.quality, "threads": args.threads, "images": args.images,
-            "repeats": args.repeats, "large": [w, h]}
+            "repeats": args.repeats, "large": [w, h], "size": "kodak", "semantic": False, "load": "idle",
+            "path": "auto"}
     out = []
     for device in devices:
-        for size in ("kodak", "large"):
-            for semantic in (True, False):
-                repeats = args.repeats if size == "kodak" else args.large_repeats
-                out.append({**base, "device": device, "size": size, "semantic": semantic, "repeats": repeats})
+        paths = ["before", "float32"] + (["bfloat16"] if device != "cpu" or cpu_has_native_bf16() else [])
+        for path in paths:
+            for load in ("idle", "busy"):
+                out.append({**base, "device": device, "path": path, "load": load})
+        out.append({**base, "device": device, "semantic": True})
+        if device == "cpu":
+            out.append({**base, "device": device, "pool": args.threads or 2})
+        if not args.no_large:
+            out.append({**base, "device": device, "size": "large", "repeats": args.large_repeats})
     return out
 
 
@@ -185,18 +292,26 @@ def markdown(results: dict[str, Any]) -> str:
     lines += ["", f"Quality {results['options']['quality']}; medians over {results['options']['repeats']} repeats per "
               "image after a warm-up (large image: "
               f"{results['options']['large_repeats']} repeat(s)); peak RSS of a fresh process per row.", ""]
-    rows = []
+    rows, pools = [], []
     for r in results["runs"]:
         what = "Kodak 768x512" if r["size"] == "kodak" else f"{r['large'][0]}x{r['large'][1]}"
         sem = "caption (MiniLM)" if r["semantic"] else "caption=False"
+        head = [r["device"], what, r["path"], r["load"], sem]
         if "error" in r:
-            rows.append([r["device"], what, sem, "error: " + r["error"], "", "", "", "", ""])
-            continue
-        rows.append([r["device"], what, sem, r["encode_median_s"], r["decode_median_s"], r["encode_s_per_mpix"],
-                     r["rss_after_model_load_mib"], r["peak_rss_mib"], r.get("cuda_peak_allocated_mib")])
-    lines.append(md_table(["device", "image", "semantic path", "encode (s, median)", "decode (s, median)",
-                           "encode s/MPix", "RSS after model load (MiB)", "peak RSS (MiB)", "CUDA peak alloc (MiB)"],
-                          rows, digits=2))
+            rows.append([*head, "error: " + r["error"], "", "", "", "", ""])
+        elif r.get("pool"):
+            pools.append([r["device"], r["images_decoded"], r["single_decoder_threads"],
+                          r["single_decoder_images_per_s"], r["pool"], r["pool_images_per_s"]])
+        else:
+            rows.append([*head, r["encode_median_s"], r["decode_median_s"], r["encode_s_per_mpix"],
+                         r["rss_after_model_load_mib"], r["peak_rss_mib"], r.get("cuda_peak_allocated_mib")])
+    lines.append(md_table(["device", "image", "path", "load", "semantic path", "encode (s, median)",
+                           "decode (s, median)", "encode s/MPix", "RSS after model load (MiB)", "peak RSS (MiB)",
+                           "CUDA peak alloc (MiB)"], rows, digits=2))
+    if pools:
+        lines += ["", "Throughput, decoding Kodak files (path auto):", "",
+                  md_table(["device", "images", "one decoder: threads", "images/s", "pool of 1-thread decoders",
+                            "images/s"], pools, digits=2)]
     if not results.get("cuda_timed"):
         lines += ["", f"GPU: not timed ({results.get('cuda_note')})."]
     return "\n".join(lines) + "\n"
@@ -208,7 +323,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--model", default="small", help="selic preset name or a .safetensors path")
     p.add_argument("--images", type=int, default=0, help="first N Kodak images (default all 24)")
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--large", default="4000x3000", help="size of the large test image")
+    p.add_argument("--large", default="6000x4000", help="size of the large test image (24 MP)")
+    p.add_argument("--no-large", action="store_true", help="skip the large image")
     p.add_argument("--large-repeats", type=int, default=1)
     p.add_argument("--quality", type=float, default=4.0)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch default)")

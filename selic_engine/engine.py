@@ -18,12 +18,13 @@ import torch
 from PIL import Image
 
 from . import imaging
-from .config import DEFAULT_QUALITY, QUALITY_MAX, QUALITY_MIN
+from .config import DEFAULT_QUALITY, QUALITY_MAX, QUALITY_MIN, Precision
 from .container import Header, SelicFile, pack, quantize_quality, read_header, unpack
 from .errors import DesyncError, ImageTooLargeError, UnknownModelError, WeightsNotFoundError
 from .model import SelicModel
-from .model.determinism import native_conv
+from .model.determinism import onednn_conv
 from .model.io import load_weights, model_id, read_metadata, weights_digest
+from .precision import resolve
 from .weights import WEIGHTS_DIR, shipped_weights_path
 
 DEFAULT_MODEL = "small"
@@ -37,6 +38,15 @@ def select_device(device: str | torch.device | None = None) -> torch.device:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {choice!r} requested but CUDA is not available")
     return dev
+
+
+def transform_dtype(precision: Precision | None, device: torch.device) -> torch.dtype:
+    """The arithmetic of g_a / g_s: the argument, else $SELIC_PRECISION, else "auto" (bfloat16 where native).
+
+    Symbols never depend on it (the probability side is float64); decoded pixels may differ by a few levels
+    between float32 and bfloat16, and never between thread counts at one precision.
+    """
+    return resolve(precision or os.environ.get("SELIC_PRECISION") or "auto", device)  # type: ignore[arg-type]
 
 
 def check_quality(quality: float) -> float:
@@ -95,6 +105,7 @@ class Engine:
         *,
         store_caption: bool = False,
         metadata: dict[str, bytes] | None = None,
+        precision: Precision | None = None,
     ) -> bytes:
         """Encode to .selic bytes. caption: text, None (find one), or False (skip the semantic branch)."""
         q = check_quality(quality)
@@ -107,14 +118,16 @@ class Engine:
             text = semantic.resolve_caption(image, caption if isinstance(caption, str) else None)
             if text:
                 embedding = torch.from_numpy(semantic.embed_texts([text], self.config.text_dim))
-        coded = self.model.compress(x.to(self.device), q, embedding)
+        with onednn_conv():
+            coded = self.model.compress(x.to(self.device), q, embedding,
+                                        dtype=transform_dtype(precision, self.device))
         meta = {k: bytes(v) for k, v in (metadata or {}).items() if v}
         if store_caption and text:
             meta["caption"] = text.encode("utf-8")
         header = Header(self.model_id, image.width, image.height, image.mode, q, coded.symbol_hash)
         return pack(SelicFile(header, coded.z_stream, coded.y_stream, alpha, meta))
 
-    def decode_file(self, f: SelicFile) -> Image.Image:
+    def decode_file(self, f: SelicFile, precision: Precision | None = None) -> Image.Image:
         """Decode a parsed file. Hostile streams end in a SelicFormatError (DesyncError), never a crash.
 
         Both rANS streams are decoded through entropy.guard.GuardedDecoder, and the decoded
@@ -130,9 +143,9 @@ class Engine:
                                   "this machine's decoder disagrees with the encoder's")
 
         try:
-            with native_conv():
+            with onednn_conv():
                 pixels = self.model.decompress(f.z_stream, f.y_stream, z_shape, h.quality, (h.height, h.width),
-                                                 check_symbols=check)
+                                                 check_symbols=check, dtype=transform_dtype(precision, self.device))
         except DesyncError:
             raise
         except (RuntimeError, ValueError, OverflowError) as exc:  # what a damaged latent can still provoke in torch
@@ -221,12 +234,16 @@ def encode(
     device: str | torch.device | None = None,
     store_caption: bool = False,
     metadata: dict[str, bytes] | None = None,
+    precision: Precision | None = None,
 ) -> bytes:
-    """Compress an image to .selic bytes (see Engine.encode)."""
-    return get_engine(model, device).encode(image, quality, caption, store_caption=store_caption, metadata=metadata)
+    """Compress an image to .selic bytes (see Engine.encode; precision: see transform_dtype)."""
+    return get_engine(model, device).encode(image, quality, caption, store_caption=store_caption, metadata=metadata,
+                                            precision=precision)
 
 
-def decode(data: bytes, *, device: str | torch.device | None = None) -> Image.Image:
+def decode(
+    data: bytes, *, device: str | torch.device | None = None, precision: Precision | None = None
+) -> Image.Image:
     """Decompress .selic bytes to a PIL image in the original mode (RGB, L, RGBA or LA).
 
     Any damaged or hostile input raises a SelicFormatError (a ValueError): bad structure or CRC,
@@ -238,7 +255,7 @@ def decode(data: bytes, *, device: str | torch.device | None = None) -> Image.Im
         check_pixels(f.header)
     except Image.DecompressionBombError as exc:
         raise ImageTooLargeError(str(exc)) from exc
-    image = engine_for_id(f.header.model_id, device).decode_file(f)
+    image = engine_for_id(f.header.model_id, device).decode_file(f, precision)
     image.info.update({k: v.decode("utf-8", "replace") if k == "caption" else v
                        for k, v in f.metadata.items()})
     image.info["quality"] = f.header.quality

@@ -68,18 +68,53 @@ def test_caption_changes_latent_and_decoder_needs_no_caption(tiny_engine, photo)
     assert se.decode(guided).size == (101, 77)
 
 
-def test_decode_deterministic_across_threads(tiny_engine, photo):
-    data = se.encode(photo, 5, caption=False, model=tiny_engine.model_id)
+@pytest.mark.parametrize("precision", ["float32", "bfloat16"])
+def test_coding_is_thread_exact_at_each_precision(tiny_engine, photo, precision):
+    """Every CPU convolution goes to oneDNN (model.determinism): the same file and the same pixels at 1, 2 and 3
+    threads, in float32 and in bfloat16 (emulated, and slow, on CPUs without AVX512-BF16, but exact)."""
     before = torch.get_num_threads()
+    files, pixels = set(), []
     try:
-        torch.set_num_threads(1)
-        one = np.asarray(se.decode(data))
-        torch.set_num_threads(2)
-        two = np.asarray(se.decode(data))
-        again = np.asarray(se.decode(data))
+        for threads in (1, 2, 3, 2):
+            torch.set_num_threads(threads)
+            data = se.encode(photo, 5, caption=False, model=tiny_engine.model_id, precision=precision)
+            files.add(data)
+            pixels.append(np.asarray(se.decode(data, precision=precision)))
     finally:
         torch.set_num_threads(before)
-    assert np.array_equal(one, two) and np.array_equal(two, again)
+    assert len(files) == 1
+    assert all(np.array_equal(pixels[0], p) for p in pixels[1:])
+
+
+def test_precisions_decode_the_same_symbols(tiny_engine, photo, monkeypatch):
+    """A file decodes at either precision (the symbol hash is checked, so the symbols are exact); pixels differ
+    by a few levels at most. $SELIC_PRECISION forces a precision; a bad value is refused by name."""
+    data = se.encode(photo, 5, caption=False, model=tiny_engine.model_id, precision="float32")
+    full = np.asarray(se.decode(data, precision="float32"), np.int16)
+    monkeypatch.setenv("SELIC_PRECISION", "bfloat16")
+    half = np.asarray(se.decode(data), np.int16)
+    assert np.abs(full - half).max() <= 8 and np.abs(full - half).mean() < 1
+    monkeypatch.setenv("SELIC_PRECISION", "float16")
+    with pytest.raises(ValueError, match="float16"):
+        se.decode(data)
+
+
+def test_bucketized_indexes_equal_compressai_build_indexes():
+    """ChannelARM.indexes (one bucketize) gives compressai's build_indexes exactly, table edges and NaN included."""
+    from compressai.models.base import get_scale_table
+
+    from selic_engine.entropy import ChannelARM
+
+    charm = ChannelARM(32, 2, 16)
+    charm.gaussian_conditional.update_scale_table(get_scale_table())
+    charm.double()
+    table = charm.gaussian_conditional.scale_table
+    scales = torch.cat([torch.rand(5000, dtype=torch.float64) * 100, table, table * (1 + 1e-12), table * (1 - 1e-12),
+                        torch.tensor([0.0, -1.0, 1e-9, 1e9, float("inf"), float("nan")], dtype=torch.float64)])
+    scales = scales.reshape(1, 1, 1, -1)
+    expected = charm.gaussian_conditional.build_indexes(scales)
+    got = charm.indexes(scales)
+    assert got.dtype == expected.dtype and torch.equal(got, expected)
 
 
 def test_encode_is_repeatable(tiny_engine, photo):

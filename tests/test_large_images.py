@@ -19,7 +19,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import selic_engine as se
-from selic_engine.model.determinism import native_conv
+from selic_engine.model.determinism import onednn_conv
 from selic_engine.model.tiling import (
     ALIGN,
     LATENT_STRIDE,
@@ -103,7 +103,7 @@ def test_tiled_synthesis_matches_whole_image_without_seams(tiny_engine, big):
     coded = model.compress(as_tensor(big), 4.0)
     y_hat = model.decode_latent(coded.z_stream, coded.y_stream, coded.z_shape)[0]
     q = torch.tensor([4.0])
-    with torch.no_grad(), native_conv():
+    with torch.no_grad(), onednn_conv():
         whole = model.synthesize(y_hat, q)[..., :900, :1300].clamp(0, 1)
         tiled = synthesize_tiled(lambda w: model.synthesize(w, q), y_hat, (900, 1300), SMALL_TILE)
     assert tiled.shape == (900, 1300, 3) and tiled.dtype == torch.uint8
@@ -186,7 +186,7 @@ import numpy as np, torch
 sys.path.insert(0, {root!r})
 import selic_engine as se
 from selic_engine.container import unpack
-from selic_engine.model.determinism import native_conv
+from selic_engine.model.determinism import onednn_conv
 from selic_engine.model.tiling import spans
 from tests.conftest import build_tiny
 from tests.test_large_images import photo_like
@@ -202,7 +202,7 @@ peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 m, f = engine.model, unpack(data)
 r = min((a for a, _ in spans(-(-{h} // 64) * 64, 1024)[1:]), key=lambda e: abs(e - {h} // 2)) // 16
 c = min((a for a, _ in spans(-(-{w} // 64) * 64, 1024)[1:]), key=lambda e: abs(e - {w} // 2)) // 16
-with torch.no_grad(), native_conv():
+with torch.no_grad(), onednn_conv():
     y_hat = m.decode_latent(f.z_stream, f.y_stream, (-(-{h} // 64), -(-{w} // 64)))[0]
     window = m.synthesize(y_hat[..., r - 16 : r + 16, c - 16 : c + 16], torch.tensor([4.0]))[0, :, 128:384, 128:384]
 expected = window.clamp(0, 1).mul(255).round().to(torch.uint8).permute(1, 2, 0).numpy()
