@@ -28,6 +28,8 @@ from typing import Any
 
 from PIL import Image
 
+import selic_engine  # noqa: F401  (before torch: it sets the OpenMP wait policy, as for any user)
+
 from .common import (
     REPO,
     RESULTS,

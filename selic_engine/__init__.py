@@ -7,9 +7,18 @@ import torch; the first encode/decode does.
 from __future__ import annotations
 
 import importlib
+import os
+import sys
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+
+# OpenMP threads that spin while they wait hold a core that another process needs: with one other busy process a
+# 2-thread decode ran 2.3-2.7x slower than idle under torch's default (active) wait policy and 1.4-1.7x with
+# PASSIVE, which costs nothing idle (measured, see benchmarks/speed). libgomp reads the policy once, when torch
+# loads, so this applies only where selic is imported before torch, and never overrides the caller's setting.
+if "torch" not in sys.modules:
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 _EXPORTS = {
     "DEFAULT_QUALITY": "config",

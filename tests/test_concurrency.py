@@ -117,3 +117,15 @@ def test_gpu_encoded_file_decodes_on_the_cpu(photo):
     assert psnr(on_cpu, photo) > psnr(reference, photo) - 0.5
     assert psnr(on_gpu, on_cpu) > 40  # same symbols; g_s differs only by float rounding between devices
     print(json.dumps({"gpu_file_cpu_decode_psnr": psnr(on_cpu, photo), "cpu_file_psnr": psnr(reference, photo)}))
+
+
+def test_openmp_waits_passively_unless_the_caller_chose(tmp_path):
+    """Importing selic before torch sets OMP_WAIT_POLICY=PASSIVE (no spinning threads to collapse a shared CPU);
+    a caller's own setting, or torch already loaded, is left alone."""
+    code = "import os, selic_engine, torch; print(os.environ.get('OMP_WAIT_POLICY'))"
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    run = lambda c, e: subprocess.run([sys.executable, "-c", c], capture_output=True, text=True, env=e,  # noqa: E731
+                                      check=True).stdout.strip()
+    assert run(code, env) == "PASSIVE"
+    assert run(code, {**env, "OMP_WAIT_POLICY": "ACTIVE"}) == "ACTIVE"
+    assert run("import os, torch, selic_engine; print(os.environ.get('OMP_WAIT_POLICY'))", env) == "None"
