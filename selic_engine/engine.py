@@ -24,7 +24,7 @@ from .errors import DesyncError, ImageTooLargeError, UnknownModelError, WeightsN
 from .model import SelicModel
 from .model.determinism import onednn_conv
 from .model.io import load_weights, model_id, read_metadata, weights_digest
-from .precision import resolve
+from .precision import onednn_bf16, resolve
 from .weights import WEIGHTS_DIR, shipped_weights_path
 
 DEFAULT_MODEL = "small"
@@ -46,7 +46,11 @@ def transform_dtype(precision: Precision | None, device: torch.device) -> torch.
     Symbols never depend on it (the probability side is float64); decoded pixels may differ by a few levels
     between float32 and bfloat16, and never between thread counts at one precision.
     """
-    return resolve(precision or os.environ.get("SELIC_PRECISION") or "auto", device)  # type: ignore[arg-type]
+    dtype = resolve(precision or os.environ.get("SELIC_PRECISION") or "auto", device)  # type: ignore[arg-type]
+    if dtype == torch.bfloat16 and device.type == "cpu" and not onednn_bf16():
+        raise ValueError("precision 'bfloat16' needs a CPU with AVX512 (BW/VL/DQ) or AVX-NE-CONVERT for oneDNN's "
+                         "bfloat16 convolutions, and this one has neither: use 'float32' or 'auto'")
+    return dtype
 
 
 def check_quality(quality: float) -> float:
@@ -142,10 +146,11 @@ class Engine:
                 raise DesyncError("decoded latent symbols do not match the file's hash: the file is damaged, or "
                                   "this machine's decoder disagrees with the encoder's")
 
+        dtype = transform_dtype(precision, self.device)  # outside the try: a bad option is not a damaged file
         try:
             with onednn_conv():
                 pixels = self.model.decompress(f.z_stream, f.y_stream, z_shape, h.quality, (h.height, h.width),
-                                                 check_symbols=check, dtype=transform_dtype(precision, self.device))
+                                                 check_symbols=check, dtype=dtype)
         except DesyncError:
             raise
         except (RuntimeError, ValueError, OverflowError) as exc:  # what a damaged latent can still provoke in torch

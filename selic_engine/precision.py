@@ -20,6 +20,12 @@ def cpu_has_native_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
+@cache
+def onednn_bf16() -> bool:
+    """oneDNN's bfloat16 convolutions, which the coding path uses, need AVX512 BW/VL/DQ or AVX-NE-CONVERT."""
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
 def machine_kind() -> str:
     """A short label for logs and benchmarks: timings differ several-fold between these kinds."""
     if torch.cuda.is_available():
@@ -37,4 +43,4 @@ def resolve(precision: Precision, device: torch.device | str) -> torch.dtype:
         raise ValueError(f"precision must be 'auto', 'float32' or 'bfloat16', not {precision!r}")
     if torch.device(device).type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
-    return torch.bfloat16 if cpu_has_native_bf16() else torch.float32
+    return torch.bfloat16 if cpu_has_native_bf16() and onednn_bf16() else torch.float32

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import subprocess
 import sys
 
@@ -71,7 +72,11 @@ def test_caption_changes_latent_and_decoder_needs_no_caption(tiny_engine, photo)
 @pytest.mark.parametrize("precision", ["float32", "bfloat16"])
 def test_coding_is_thread_exact_at_each_precision(tiny_engine, photo, precision):
     """Every CPU convolution goes to oneDNN (model.determinism): the same file and the same pixels at 1, 2 and 3
-    threads, in float32 and in bfloat16 (emulated, and slow, on CPUs without AVX512-BF16, but exact)."""
+    threads, in float32 and in bfloat16 (emulated, and slow, on CPUs with AVX512 but not AVX512-BF16)."""
+    from selic_engine.precision import onednn_bf16
+
+    if precision == "bfloat16" and not onednn_bf16():
+        pytest.skip("this CPU's oneDNN has no bfloat16 convolutions (AVX2 only)")
     before = torch.get_num_threads()
     files, pixels = set(), []
     try:
@@ -86,14 +91,36 @@ def test_coding_is_thread_exact_at_each_precision(tiny_engine, photo, precision)
     assert all(np.array_equal(pixels[0], p) for p in pixels[1:])
 
 
+def test_avx2_only_cpus_code_in_float32_and_refuse_forced_bfloat16(tiny_weights):
+    """ONEDNN_MAX_CPU_ISA=AVX2 makes oneDNN behave as on an AVX2-only CPU (where CI may run): "auto" codes in
+    float32 and a forced bfloat16 is refused by name rather than failing inside oneDNN."""
+    code = f"""
+import numpy as np, selic_engine as se
+from selic_engine.engine import get_engine, transform_dtype
+data = se.encode(np.full((40, 60, 3), 90, np.uint8), 4, caption=False, model={str(tiny_weights)!r})
+print(transform_dtype(None, get_engine({str(tiny_weights)!r}).device), se.decode(data).size)
+try:
+    se.decode(data, precision="bfloat16")
+except ValueError as exc:
+    print("refused:", exc)
+"""
+    env = {**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX2", "OMP_NUM_THREADS": "1"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "torch.float32 (60, 40)" in out.stdout and "refused: precision 'bfloat16' needs" in out.stdout
+
+
 def test_precisions_decode_the_same_symbols(tiny_engine, photo, monkeypatch):
     """A file decodes at either precision (the symbol hash is checked, so the symbols are exact); pixels differ
     by a few levels at most. $SELIC_PRECISION forces a precision; a bad value is refused by name."""
+    from selic_engine.precision import onednn_bf16
+
     data = se.encode(photo, 5, caption=False, model=tiny_engine.model_id, precision="float32")
     full = np.asarray(se.decode(data, precision="float32"), np.int16)
-    monkeypatch.setenv("SELIC_PRECISION", "bfloat16")
-    half = np.asarray(se.decode(data), np.int16)
-    assert np.abs(full - half).max() <= 8 and np.abs(full - half).mean() < 1
+    if onednn_bf16():
+        monkeypatch.setenv("SELIC_PRECISION", "bfloat16")
+        half = np.asarray(se.decode(data), np.int16)
+        assert np.abs(full - half).max() <= 8 and np.abs(full - half).mean() < 1
     monkeypatch.setenv("SELIC_PRECISION", "float16")
     with pytest.raises(ValueError, match="float16"):
         se.decode(data)
