@@ -66,8 +66,9 @@ PRESETS: dict[str, ModelConfig] = {
     # The paper's layout: N=128, Minnen-2020 ChARM (M=320, 10 slices), BERT-base 768-d text vectors.
     "paper": ModelConfig(name="paper", N=128, M=320, Nz=192, slices=10, charm_hidden=224, text_dim=768),
     # CPU-trainable: the same graph, narrower; MiniLM 384-d text vectors.
-    # N grew by training.widen whenever the transforms capped PSNR: 48 until step 16,250, 64 until 36,000.
-    "small": ModelConfig(name="small", N=96, M=128, Nz=64, slices=4, charm_hidden=64, text_dim=384),
+    # N grew by training.widen whenever the transforms capped PSNR: 48 until step 16,250, 64 until 36,000,
+    # 96 until 41,000.
+    "small": ModelConfig(name="small", N=128, M=128, Nz=64, slices=4, charm_hidden=64, text_dim=384),
 }
 
 
