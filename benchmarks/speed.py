@@ -45,6 +45,7 @@ from .common import (
 
 LARGE_SOURCE = "kodim23.png"
 ENCODER_ONLY = ("g_a", "fusion", "h_a")
+STAGES = ("encode_total", "g_a", "encode_entropy_and_prior", "decode_entropy_and_prior", "g_s")
 
 
 def large_image(size: tuple[int, int]) -> Image.Image:
@@ -162,6 +163,8 @@ def worker(cfg: dict[str, Any]) -> dict[str, Any]:
         torch.cuda.reset_peak_memory_stats()
     if cfg.get("pool"):
         return {**cfg, **pool_throughput(images, cfg, precision), "torch_threads": torch.get_num_threads()}
+    if cfg.get("stages"):
+        return {**cfg, **stage_times(images[0][1], cfg, precision), "torch_threads": torch.get_num_threads()}
     per_image = []
     with busy_cpu(cfg["load"]):
         for name, image in images:
@@ -207,6 +210,43 @@ def pool_throughput(images: list[tuple[str, Image.Image]], cfg: dict[str, Any], 
     pooled = len(files) / (time.perf_counter() - t0)
     return {"single_decoder_images_per_s": single, "single_decoder_threads": threads,
             "pool_images_per_s": pooled, "images_decoded": len(files)}
+
+
+def stage_times(image: Image.Image, cfg: dict[str, Any], precision: str | None) -> dict[str, Any]:
+    """Where one image's time goes: g_a, the rest of encoding, entropy decoding with the prior, g_s (medians)."""
+    import torch
+
+    import selic_engine as se
+    from selic_engine.container import unpack
+    from selic_engine.engine import transform_dtype
+    from selic_engine.imaging import split
+    from selic_engine.model.determinism import onednn_conv
+    from selic_engine.model.tiling import analyze_tiled, synthesize_tiled
+
+    engine = se.get_engine(cfg["model"])
+    model, dtype = engine.model, transform_dtype(precision, engine.device)
+    x = split(image)[0]
+    q = torch.tensor([cfg["quality"]])
+    f = unpack(se.encode(image, cfg["quality"], caption=False, model=cfg["model"], precision=precision))
+    z_shape = (-(-image.height // 64), -(-image.width // 64))
+
+    def timed(fn: Any) -> float:
+        runs = []
+        for _ in range(cfg["repeats"] + 1):
+            t0 = time.perf_counter()
+            with torch.no_grad(), onednn_conv():
+                fn()
+            runs.append(time.perf_counter() - t0)
+        return statistics.median(runs[1:])
+
+    y_hat = model.decode_latent(f.z_stream, f.y_stream, z_shape)[0]
+    t_encode = timed(lambda: model.compress(x, cfg["quality"], dtype=dtype))
+    t_g_a = timed(lambda: analyze_tiled(lambda w: model.analyze(w, q, None, None, dtype), x, model.config.M))
+    return {"stages_s": {"encode_total": t_encode, "g_a": t_g_a, "encode_entropy_and_prior": t_encode - t_g_a,
+                         "decode_entropy_and_prior": timed(lambda: model.decode_latent(f.z_stream, f.y_stream,
+                                                                                        z_shape)),
+                         "g_s": timed(lambda: synthesize_tiled(lambda w: model.synthesize(w, q, dtype), y_hat,
+                                                               (image.height, image.width)))}}
 
 
 def run_config(cfg: dict[str, Any]) -> dict[str, Any]:
@@ -271,6 +311,7 @@ def configs(args: argparse.Namespace, devices: list[str]) -> list[dict[str, Any]
             for load in ("idle", "busy"):
                 out.append({**base, "device": device, "path": path, "load": load})
         out.append({**base, "device": device, "semantic": True})
+        out.append({**base, "device": device, "stages": True, "images": 1})
         if device == "cpu":
             out.append({**base, "device": device, "pool": args.threads or 2})
         if not args.no_large:
@@ -294,13 +335,15 @@ def markdown(results: dict[str, Any]) -> str:
     lines += ["", f"Quality {results['options']['quality']}; medians over {results['options']['repeats']} repeats per "
               "image after a warm-up (large image: "
               f"{results['options']['large_repeats']} repeat(s)); peak RSS of a fresh process per row.", ""]
-    rows, pools = [], []
+    rows, pools, stages = [], [], []
     for r in results["runs"]:
         what = "Kodak 768x512" if r["size"] == "kodak" else f"{r['large'][0]}x{r['large'][1]}"
         sem = "caption (MiniLM)" if r["semantic"] else "caption=False"
         head = [r["device"], what, r["path"], r["load"], sem]
         if "error" in r:
             rows.append([*head, "error: " + r["error"], "", "", "", "", ""])
+        elif r.get("stages"):
+            stages.append([r["device"], *(r["stages_s"][k] for k in STAGES)])
         elif r.get("pool"):
             pools.append([r["device"], r["images_decoded"], r["single_decoder_threads"],
                           r["single_decoder_images_per_s"], r["pool"], r["pool_images_per_s"]])
@@ -310,6 +353,9 @@ def markdown(results: dict[str, Any]) -> str:
     lines.append(md_table(["device", "image", "path", "load", "semantic path", "encode (s, median)",
                            "decode (s, median)", "encode s/MPix", "RSS after model load (MiB)", "peak RSS (MiB)",
                            "CUDA peak alloc (MiB)"], rows, digits=2))
+    if stages:
+        lines += ["", "Where the time goes (first Kodak image, path auto, seconds):", "",
+                  md_table(["device", *STAGES], stages, digits=3)]
     if pools:
         lines += ["", "Throughput, decoding Kodak files (path auto):", "",
                   md_table(["device", "images", "one decoder: threads", "images/s", "pool of 1-thread decoders",
