@@ -7,7 +7,6 @@ the semantic models are imported and loaded on the encode path only.
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import os
 import threading
@@ -25,7 +24,7 @@ from .model import SelicModel
 from .model.determinism import onednn_conv
 from .model.io import load_weights, model_id, read_metadata, weights_digest
 from .precision import onednn_bf16, resolve
-from .weights import WEIGHTS_DIR, shipped_weights_path
+from .weights import WEIGHTS_DIR, sha256_file, shipped_weights_path
 
 DEFAULT_MODEL = "small"
 MANIFEST = WEIGHTS_DIR / "manifest.json"  # {file name: {"sha256": ..., "model_id": ...}}
@@ -61,14 +60,6 @@ def check_quality(quality: float) -> float:
     return quantize_quality(q)
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _manifest() -> dict[str, dict[str, str]]:
     return json.loads(MANIFEST.read_text()) if MANIFEST.exists() else {}
 
@@ -87,7 +78,7 @@ def resolve_weights(model: str | os.PathLike) -> Path:
             f"the shipped weights for model {model!r} are not installed ({path}); train them with "
             "`selic train` and `selic export`, or pass model=PATH.safetensors"
         )
-    if _sha256(path) != record["sha256"]:
+    if sha256_file(path) != record["sha256"]:
         raise WeightsNotFoundError(f"{path} does not match its recorded sha256: reinstall selic")
     return path
 

@@ -26,8 +26,8 @@ from selic_engine.semantic.classifier import (
     load_classifier,
     package_weights,
     photo_of,
-    sha256_file,
 )
+from selic_engine.weights import sha256_file
 
 from .conftest import KODAK
 from .test_plugins import FixedCaptioner, HashEmbedder

@@ -11,7 +11,6 @@ The network is defined here (lukemelas/TF naming, so the shipped state dict load
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import math
 import threading
@@ -23,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..weights import sha256_file
 from .imagenet_classes import CLASSES
 
 # (repeats, kernel, stride, expand ratio, in filters, out filters) of the seven MBConv stages (EfficientNet-Lite).
@@ -136,14 +136,6 @@ class EfficientNetLite(nn.Module):
             x = block(x)
         x = F.relu6(self._bn1(self._conv_head(x)))
         return self._fc(x.mean((2, 3)))
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def load_classifier(arch: LiteArch, path: Path, sha256: str) -> EfficientNetLite:

@@ -28,3 +28,8 @@ def weight_average(model: nn.Module, decay: float, state: dict[str, Any] | None 
     else:
         average.update_parameters(model)  # the first update copies the weights
     return average
+
+
+def averaged_weights(state: dict[str, Any]) -> dict[str, Any]:
+    """The model state dict inside a saved average (AveragedModel keeps it under `module.`)."""
+    return {k.removeprefix("module."): v for k, v in state.items() if k.startswith("module.")}

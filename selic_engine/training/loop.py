@@ -23,9 +23,9 @@ from ..model import SelicModel
 from ..model.gain import lambda_for
 from ..model.io import load_weights, read_metadata, round_weights, save_weights
 from ..precision import cpu_has_native_bf16, machine_kind, resolve
-from ..weights import shipped_weights_path
+from ..weights import sha256_file, shipped_weights_path
 from . import checkpoint
-from .averaging import weight_average
+from .averaging import averaged_weights, weight_average
 from .captions import embed_captions
 from .data import CropStream, list_images, load_rgb, read_captions, split_holdout
 from .widen import widen, widenable
@@ -314,8 +314,7 @@ def export(checkpoint_path: Path, out: Path, preset_name: str | None = None, flo
     model = SelicModel(ckpt_cfg)
     model.load_state_dict(state["model"])
     if "ema" in state and not raw:
-        average = weight_average(model, 0.5, state["ema"])  # the decay does not matter for reading
-        model = average.module
+        model.load_state_dict(averaged_weights(state["ema"]))
     dtype = torch.float16 if float16 else torch.float32
     round_weights(model, dtype)
     model.update(force=True)
@@ -330,5 +329,5 @@ def record_in_manifest(weights: Path, mid: str) -> None:
     """manifest.json beside the weights records their sha256: the engine refuses shipped files that differ."""
     manifest = weights.parent / "manifest.json"
     entries = json.loads(manifest.read_text()) if manifest.exists() else {}
-    entries[weights.name] = {"sha256": hashlib.sha256(weights.read_bytes()).hexdigest(), "model_id": mid}
+    entries[weights.name] = {"sha256": sha256_file(weights), "model_id": mid}
     manifest.write_text(json.dumps(entries, indent=2, sort_keys=True) + "\n")
