@@ -23,22 +23,24 @@ from .metrics import psnr_rgb
 
 
 def code(image: Image.Image, quality: float, band_rows: int) -> tuple[int, float]:
-    """(bytes, RGB PSNR) of a round trip with the given coding-band height (encoder and decoder alike)."""
-    import selic_engine as se
-    import selic_engine.model.selic as selic_model
+    """(stream bytes, RGB PSNR) of a round trip with the given coding-band height (encoder and decoder alike)."""
+    import torch
 
-    saved = selic_model.CODING_BAND_ROWS
-    selic_model.CODING_BAND_ROWS = band_rows
-    try:
-        data = se.encode(image, quality, caption=False)
-        out = se.decode(data)
-    finally:
-        selic_model.CODING_BAND_ROWS = saved
-    return len(data), psnr_rgb(np.asarray(image), np.asarray(out))
+    import selic_engine as se
+    from selic_engine.container import quantize_quality
+    from selic_engine.model.determinism import onednn_conv
+
+    model, x = se.get_engine().model, torch.from_numpy(np.array(image)).permute(2, 0, 1)[None]
+    quality = quantize_quality(quality)
+    with onednn_conv():
+        coded = model.compress(x, quality, band_rows=band_rows)
+        out = model.decompress(coded.z_stream, coded.y_stream, coded.z_shape, quality, (image.height, image.width),
+                               band_rows=band_rows)
+    return len(coded.z_stream) + len(coded.y_stream), psnr_rgb(np.asarray(image), out.numpy())
 
 
 def run(scale: int, quality: float) -> dict[str, Any]:
-    import selic_engine.model.selic as selic_model
+    from selic_engine.container import CODING_BAND_ROWS, coding_bands
 
     rows = []
     for path in kodak_paths():
@@ -46,8 +48,8 @@ def run(scale: int, quality: float) -> dict[str, Any]:
         if original.height <= original.width:
             continue
         image = original.resize((original.width * scale, original.height * scale), Image.Resampling.LANCZOS)
-        bands = len(selic_model.coding_bands(-(-image.height // 64) * 4))
-        banded, whole = code(image, quality, selic_model.CODING_BAND_ROWS), code(image, quality, 1 << 20)
+        bands = len(coding_bands(-(-image.height // 64) * 4))
+        banded, whole = code(image, quality, CODING_BAND_ROWS), code(image, quality, 1 << 20)
         pixels = image.width * image.height
         rows.append({"image": path.name, "size": f"{image.width}x{image.height}", "bands": bands,
                      "bytes_banded": banded[0], "bytes_one_band": whole[0],
@@ -55,7 +57,7 @@ def run(scale: int, quality: float) -> dict[str, Any]:
                      "psnr_banded": banded[1], "psnr_one_band": whole[1],
                      "rate_change_pct": 100 * (banded[0] / whole[0] - 1)})
         print(rows[-1], flush=True)
-    return {"scale": scale, "quality": quality, "band_rows": selic_model.CODING_BAND_ROWS, "images": rows,
+    return {"scale": scale, "quality": quality, "band_rows": CODING_BAND_ROWS, "images": rows,
             "mean_rate_change_pct": statistics.mean(r["rate_change_pct"] for r in rows),
             "mean_psnr_change_db": statistics.mean(r["psnr_banded"] - r["psnr_one_band"] for r in rows),
             "machine": machine()}

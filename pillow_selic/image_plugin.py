@@ -16,8 +16,16 @@ from typing import IO, Any
 from PIL import Image, ImageFile
 
 from selic_engine.config import DEFAULT_QUALITY, QUALITY_MAX, QUALITY_MIN
-from selic_engine.container import MAGIC, SelicFormatError, UnsupportedVersionError, accept, read_header, unpack
-from selic_engine.container.format import _CHUNK, METADATA_CHUNKS
+from selic_engine.container import (
+    HEADER_SIZE,
+    SelicFormatError,
+    UnsupportedVersionError,
+    accept,
+    info,
+    read_header,
+    scan_metadata,
+    unpack,
+)
 
 FORMAT = "SELIC"
 MIME = "image/x-selic"
@@ -32,8 +40,6 @@ ENCODE_OPTIONS = ("caption", "store_caption", "model", "device")
 #: Metadata kept on save from the options, else from the image's info, as Pillow's other plugins do.
 KEPT_METADATA = ("icc_profile", "exif", "xmp")
 
-_HEADER_BYTES = 64  # magic, version and the HEAD chunk fit in this
-_METADATA_KEYS = {kind: key for key, kind in METADATA_CHUNKS.items()}
 _ICC_SPACE = {"RGB": b"RGB ", "RGBA": b"RGB ", "L": b"GRAY", "LA": b"GRAY"}  # ICC header bytes 16..20
 
 
@@ -50,28 +56,6 @@ def _accept(prefix: bytes) -> bool | str:
     return True
 
 
-def _read_metadata(fp: IO[bytes]) -> dict[str, bytes]:
-    """Walk the chunk headers, seeking over the coded streams, and read only the metadata chunks.
-
-    Stops quietly at the first inconsistency: load() verifies the whole file (CRC) and reports it.
-    Lengths are checked against the file size first, so a hostile header cannot force a big read.
-    """
-    fp.seek(0, os.SEEK_END)
-    end = fp.tell()
-    pos = len(MAGIC) + 1
-    meta: dict[str, bytes] = {}
-    while end - pos >= _CHUNK.size:
-        fp.seek(pos)
-        kind, length = _CHUNK.unpack(fp.read(_CHUNK.size))
-        pos += _CHUNK.size
-        if length > end - pos:
-            break
-        if kind in _METADATA_KEYS:
-            meta[_METADATA_KEYS[kind]] = fp.read(length)
-        pos += length
-    return meta
-
-
 class SelicImageFile(ImageFile.ImageFile):
     format = FORMAT
     format_description = "SELIC learned image codec"
@@ -80,16 +64,12 @@ class SelicImageFile(ImageFile.ImageFile):
         assert self.fp is not None
         self.fp.seek(0)
         try:
-            header = read_header(self.fp.read(_HEADER_BYTES))
+            header = read_header(self.fp.read(HEADER_SIZE))
         except SelicFormatError as exc:  # Pillow moves on to the next format on SyntaxError
             raise SyntaxError(str(exc)) from exc
         self._size = header.size
         self._mode = header.mode
-        for key, value in _read_metadata(self.fp).items():
-            # Pillow's conventions: icc_profile, exif and xmp stay bytes (Image.getxmp needs bytes)
-            self.info[key] = value.decode("utf-8", "replace") if key == "caption" else value
-        self.info["quality"] = header.quality
-        self.info["model"] = header.model_id
+        self.info.update(info(header, scan_metadata(self.fp)))
         # a marker tile, as in AvifImageFile: Pillow sees an image not loaded yet; load() makes the pixels
         self.tile = [ImageFile._Tile("raw", (0, 0, *self.size), 0, self.mode)]
 

@@ -18,7 +18,7 @@ from PIL import Image
 
 from . import imaging
 from .config import DEFAULT_QUALITY, QUALITY_MAX, QUALITY_MIN, Precision
-from .container import Header, SelicFile, pack, quantize_quality, read_header, unpack
+from .container import Header, SelicFile, info, pack, quantize_quality, read_header, unpack
 from .errors import DesyncError, ImageTooLargeError, UnknownModelError, WeightsNotFoundError
 from .model import SelicModel
 from .model.determinism import onednn_conv
@@ -130,7 +130,6 @@ class Engine:
         latent is refused before the expensive (and, for a huge claimed size, slow) synthesis.
         """
         h = f.header
-        z_shape = (-(-h.height // 64), -(-h.width // 64))
 
         def check(digest: bytes) -> None:
             if digest != h.symbol_hash:
@@ -140,7 +139,7 @@ class Engine:
         dtype = transform_dtype(precision, self.device)  # outside the try: a bad option is not a damaged file
         try:
             with onednn_conv():
-                pixels = self.model.decompress(f.z_stream, f.y_stream, z_shape, h.quality, (h.height, h.width),
+                pixels = self.model.decompress(f.z_stream, f.y_stream, h.z_shape, h.quality, (h.height, h.width),
                                                  check_symbols=check, dtype=dtype)
         except DesyncError:
             raise
@@ -252,10 +251,7 @@ def decode(
     except Image.DecompressionBombError as exc:
         raise ImageTooLargeError(str(exc)) from exc
     image = engine_for_id(f.header.model_id, device).decode_file(f, precision)
-    image.info.update({k: v.decode("utf-8", "replace") if k == "caption" else v
-                       for k, v in f.metadata.items()})
-    image.info["quality"] = f.header.quality
-    image.info["model"] = f.header.model_id
+    image.info.update(info(f.header, f.metadata))
     return image
 
 

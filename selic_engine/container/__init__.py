@@ -1,6 +1,10 @@
-"""The .selic file container (docs/format.md)."""
+"""The .selic file format (docs/format.md): everything a reader and a writer must agree on."""
 
 from .format import (
+    CODING_BAND_ROWS,
+    HEADER_SIZE,
+    HYPER_STRIDE,
+    IMAGE_METADATA,
     MAGIC,
     VERSION,
     Header,
@@ -8,13 +12,20 @@ from .format import (
     SelicFormatError,
     UnsupportedVersionError,
     accept,
+    coding_bands,
+    info,
     pack,
     quantize_quality,
     read_header,
+    scan_metadata,
     unpack,
 )
 
 __all__ = [
+    "CODING_BAND_ROWS",
+    "HEADER_SIZE",
+    "HYPER_STRIDE",
+    "IMAGE_METADATA",
     "MAGIC",
     "VERSION",
     "Header",
@@ -22,8 +33,11 @@ __all__ = [
     "SelicFormatError",
     "UnsupportedVersionError",
     "accept",
+    "coding_bands",
+    "info",
     "pack",
     "quantize_quality",
     "read_header",
+    "scan_metadata",
     "unpack",
 ]

@@ -1,24 +1,40 @@
-"""The .selic container: magic, version, typed chunks, CRC-32 trailer. See docs/format.md.
+"""The .selic file format: magic, version, typed chunks, CRC-32 trailer, and the layout of what the
+chunks hold (hyper-latent shape, coding bands, quality steps, metadata keys). See docs/format.md.
 
-Parsing validates every length against the bytes actually present before slicing or
+Everything a reader or writer must agree on lives here; the model, the engine and the plugins ask
+this module. Parsing validates every length against the bytes actually present before slicing or
 allocating anything, so a hostile header cannot make the reader allocate or loop.
 """
 
 from __future__ import annotations
 
+import os
 import struct
 import zlib
 from dataclasses import dataclass, field
+from typing import IO, Any
+
+from ..config import QUALITY_MAX, QUALITY_MIN
 
 MAGIC = b"\x89SELIC\r\n"
 VERSION = 2  # 2: the latent is coded in bands of 64 latent rows (2026-12); 1: one whole-latent band
 MAX_DIMENSION = 1 << 20  # per side; the pixel-count limit is Pillow's MAX_IMAGE_PIXELS, applied by callers
 
+#: Pixels per hyper-latent element: z is (Nz, ceil(H/64), ceil(W/64)), and images are padded to it.
+HYPER_STRIDE = 64
+#: Latent rows per entropy-coding band (1024 pixels): the YSTR stream codes the bands top to bottom.
+CODING_BAND_ROWS = 64
+#: Qualities are stored in thousandths.
+QUALITY_STEPS = 1000
+
 MODES = ("RGB", "L", "RGBA", "LA")  # original image mode, by code
 _HEAD = struct.Struct("<8sIIBH8s")  # model id, width, height, mode code, quality*1000, symbol hash
 _CHUNK = struct.Struct("<4sI")
 _CRC = struct.Struct("<I")
-METADATA_CHUNKS = {"icc_profile": b"ICCP", "exif": b"EXIF", "xmp": b"XMP ", "caption": b"CAPT"}
+#: Image metadata a file keeps verbatim (Pillow's info keys), then the caption the encoder used.
+IMAGE_METADATA = ("icc_profile", "exif", "xmp")
+METADATA_CHUNKS = dict(zip((*IMAGE_METADATA, "caption"), (b"ICCP", b"EXIF", b"XMP ", b"CAPT"), strict=True))
+_METADATA_KEYS = {kind: key for key, kind in METADATA_CHUNKS.items()}
 REQUIRED = (b"HEAD", b"ZSTR", b"YSTR")
 KNOWN = {*REQUIRED, b"ALPH", *METADATA_CHUNKS.values()}
 
@@ -44,6 +60,11 @@ class Header:
     def size(self) -> tuple[int, int]:
         return self.width, self.height
 
+    @property
+    def z_shape(self) -> tuple[int, int]:
+        """(rows, columns) of the hyper-latent: the image padded to whole HYPER_STRIDE blocks."""
+        return -(-self.height // HYPER_STRIDE), -(-self.width // HYPER_STRIDE)
+
 
 @dataclass
 class SelicFile:
@@ -54,9 +75,27 @@ class SelicFile:
     metadata: dict[str, bytes] = field(default_factory=dict)  # keys of METADATA_CHUNKS
 
 
+#: Bytes that hold the magic, the version and the HEAD chunk: what read_header needs.
+HEADER_SIZE = len(MAGIC) + 1 + _CHUNK.size + _HEAD.size
+
+
 def quantize_quality(quality: float) -> float:
     """Qualities are stored in thousandths; the encoder uses the stored value so both sides agree."""
-    return round(float(quality) * 1000) / 1000
+    return round(float(quality) * QUALITY_STEPS) / QUALITY_STEPS
+
+
+def coding_bands(latent_height: int, rows: int = CODING_BAND_ROWS) -> list[tuple[int, int]]:
+    """[r0, r1) latent rows of each coding band, top to bottom (`rows` other than the format's: experiments)."""
+    return [(r, min(latent_height, r + rows)) for r in range(0, latent_height, rows)]
+
+
+def info(header: Header, metadata: dict[str, bytes]) -> dict[str, Any]:
+    """A file's Pillow-style `info`: icc_profile, exif and xmp as bytes (Pillow's convention; Image.getxmp
+    needs bytes), the caption as text, and the header's quality and model id."""
+    out: dict[str, Any] = {k: v.decode("utf-8", "replace") if k == "caption" else v for k, v in metadata.items()}
+    out["quality"] = header.quality
+    out["model"] = header.model_id
+    return out
 
 
 def _chunk(kind: bytes, payload: bytes) -> bytes:
@@ -68,7 +107,7 @@ def pack(f: SelicFile) -> bytes:
     if h.mode not in MODES:
         raise ValueError(f"mode {h.mode!r} cannot be stored; one of {MODES}")
     head = _HEAD.pack(bytes.fromhex(h.model_id), h.width, h.height, MODES.index(h.mode),
-                      round(h.quality * 1000), h.symbol_hash)
+                      round(h.quality * QUALITY_STEPS), h.symbol_hash)
     parts = [MAGIC, bytes([VERSION]), _chunk(b"HEAD", head), _chunk(b"ZSTR", f.z_stream), _chunk(b"YSTR", f.y_stream)]
     if f.alpha is not None:
         parts.append(_chunk(b"ALPH", f.alpha))
@@ -105,9 +144,9 @@ def _header(data: bytes, pos: int, length: int) -> Header:
         raise SelicFormatError(f"invalid image size {width}x{height}")
     if mode >= len(MODES):
         raise SelicFormatError(f"unknown mode code {mode}")
-    if not 1000 <= q1000 <= 8000:
-        raise SelicFormatError(f"quality {q1000 / 1000} out of range 1..8")
-    return Header(mid.hex(), width, height, MODES[mode], q1000 / 1000, symbol_hash)
+    if not QUALITY_MIN * QUALITY_STEPS <= q1000 <= QUALITY_MAX * QUALITY_STEPS:
+        raise SelicFormatError(f"quality {q1000 / QUALITY_STEPS} out of range {QUALITY_MIN:g}..{QUALITY_MAX:g}")
+    return Header(mid.hex(), width, height, MODES[mode], q1000 / QUALITY_STEPS, symbol_hash)
 
 
 def _check_prefix(data: bytes) -> None:
@@ -132,6 +171,28 @@ def read_header(data: bytes) -> Header:
     if kind != b"HEAD":
         raise SelicFormatError("first chunk is not HEAD")
     return _header(data, start + _CHUNK.size, length)
+
+
+def scan_metadata(fp: IO[bytes]) -> dict[str, bytes]:
+    """The metadata chunks of a file on disk, read by seeking over the coded streams (Image.open's needs).
+
+    Stops quietly at the first inconsistency: a full read (unpack) verifies the CRC and reports it.
+    Lengths are checked against the file size first, so a hostile header cannot force a big read.
+    """
+    fp.seek(0, os.SEEK_END)
+    end = fp.tell()
+    pos = len(MAGIC) + 1
+    meta: dict[str, bytes] = {}
+    while end - pos >= _CHUNK.size:
+        fp.seek(pos)
+        kind, length = _CHUNK.unpack(fp.read(_CHUNK.size))
+        pos += _CHUNK.size
+        if length > end - pos:
+            break
+        if kind in _METADATA_KEYS:
+            meta[_METADATA_KEYS[kind]] = fp.read(length)
+        pos += length
+    return meta
 
 
 def unpack(data: bytes) -> SelicFile:

@@ -5,8 +5,8 @@ streams (z, then y). Everything that chooses a probability table (the entropy bo
 h_s and the ChARM nets) runs wherever `coding_layout` put it: CPU float64 in the engine,
 so that tiny float differences between machines cannot flip a table index.
 
-The latent is entropy-coded in bands of CODING_BAND_ROWS latent rows (1024 pixels), one after
-the other in the one y stream; the ChARM nets see only their own band. So the decoder never
+The latent is entropy-coded in the format's bands of latent rows (container.coding_bands, 1024
+pixels), one after the other in the one y stream; the ChARM nets see only their own band. So the decoder never
 holds whole-image float64 buffers or symbols (it keeps only y_hat, 2 bytes per pixel, for
 g_s), and the band layout, like the tiling, follows from the image height alone. Images up to
 1024 pixels tall are one band.
@@ -26,6 +26,7 @@ from compressai.models import CompressionModel
 from torch import Tensor
 
 from ..config import ModelConfig
+from ..container import CODING_BAND_ROWS, coding_bands
 from ..entropy import ChannelARM
 from ..entropy.guard import GuardedDecoder, Tables
 from .fusion import SemanticFusion
@@ -33,16 +34,9 @@ from .gain import QualityGains
 from .tiling import ALIGN, LATENT_STRIDE, analyze_tiled, synthesize_tiled
 from .transforms import analysis, hyper_analysis, hyper_synthesis, synthesis
 
-#: Latent rows per entropy-coding band: a property of the file format (docs/format.md).
-CODING_BAND_ROWS = 64
 #: Latent rows per hyper-latent row, and the z rows of context h_s gets each side of a band.
 Z_STRIDE = ALIGN // LATENT_STRIDE
 HYPER_MARGIN = 3
-
-
-def coding_bands(height: int) -> list[tuple[int, int]]:
-    """[r0, r1) latent rows of each coding band, top to bottom."""
-    return [(r, min(height, r + CODING_BAND_ROWS)) for r in range(0, height, CODING_BAND_ROWS)]
 
 
 def symbol_digest() -> hashlib.blake2b:
@@ -172,10 +166,12 @@ class SelicModel(CompressionModel):
         embedding: Tensor | None = None,
         tile: int | None = None,
         dtype: torch.dtype = torch.float32,
+        band_rows: int = CODING_BAND_ROWS,
     ) -> Coded:
         """x: (1, 3, H, W), float in [0, 1] or uint8; any H, W (padded here, cropped by the decoder).
 
-        g_a runs in overlapping tiles above the tile size (see tiling); the latent is coded whole.
+        g_a runs in overlapping tiles above the tile size (see tiling); the latent is coded in the format's
+        bands (band_rows: another height, for experiments; such streams are not .selic files).
         """
         q = torch.tensor([float(quality)])
         y = analyze_tiled(lambda window: self.analyze(window, q, embedding, None, dtype), x, self.config.M, tile)
@@ -185,7 +181,7 @@ class SelicModel(CompressionModel):
         z_shape = tuple(z.shape[-2:])
         z_hat = self._z_hat(z_stream, z_shape)
         encoder, digest = BufferedRansEncoder(), symbol_digest()
-        for rows in coding_bands(y.shape[-2]):
+        for rows in coding_bands(y.shape[-2], band_rows):
             band = y[..., rows[0] : rows[1], :].to(device=device, dtype=dtype)
             _, symbols = self.charm.compress(band, *self._hyper_band(z_hat, rows), encoder)
             digest.update(symbols.numpy().tobytes())
@@ -202,6 +198,7 @@ class SelicModel(CompressionModel):
         tile: int | None = None,
         check_symbols: Callable[[bytes], None] | None = None,
         dtype: torch.dtype = torch.float32,
+        band_rows: int = CODING_BAND_ROWS,
     ) -> Tensor:
         """(H, W, 3) uint8 pixels for size=(H, W).
 
@@ -209,7 +206,7 @@ class SelicModel(CompressionModel):
         can be refused before the expensive part. g_s runs in overlapping tiles above the tile size.
         """
         g_param = next(self.g_s.parameters())
-        y_hat, digest = self.decode_latent(z_stream, y_stream, z_shape, g_param.dtype)
+        y_hat, digest = self.decode_latent(z_stream, y_stream, z_shape, g_param.dtype, band_rows)
         if check_symbols is not None:
             check_symbols(digest)
         q = torch.tensor([float(quality)])
@@ -218,14 +215,15 @@ class SelicModel(CompressionModel):
 
     @torch.no_grad()
     def decode_latent(
-        self, z_stream: bytes, y_stream: bytes, z_shape: tuple[int, int], dtype: torch.dtype = torch.float32
+        self, z_stream: bytes, y_stream: bytes, z_shape: tuple[int, int], dtype: torch.dtype = torch.float32,
+        band_rows: int = CODING_BAND_ROWS,
     ) -> tuple[Tensor, bytes]:
         """(y_hat on the CPU in `dtype`, symbol hash): the entropy-decoding half of decompress, band by band."""
         z_hat = self._z_hat(z_stream, z_shape)
         y_hat = torch.empty(1, self.config.M, Z_STRIDE * z_shape[0], Z_STRIDE * z_shape[1], dtype=dtype)
         decoder = GuardedDecoder(y_stream, y_hat.numel(), self.charm.tables())
         digest = symbol_digest()
-        for r0, r1 in coding_bands(y_hat.shape[-2]):
+        for r0, r1 in coding_bands(y_hat.shape[-2], band_rows):
             band, symbols = self.charm.decompress(decoder, *self._hyper_band(z_hat, (r0, r1)))
             digest.update(symbols.numpy().tobytes())
             y_hat[..., r0:r1, :] = band

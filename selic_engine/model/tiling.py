@@ -19,9 +19,11 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-#: Latent stride of g_a / g_s, and the alignment of every tile edge (the hyperprior's stride).
+from ..container import HYPER_STRIDE
+
+#: Latent stride of g_a / g_s, and the alignment of every tile edge (the format's hyper-latent stride).
 LATENT_STRIDE = 16
-ALIGN = 64
+ALIGN = HYPER_STRIDE
 #: Tile side in pixels (both directions), unless $SELIC_TILE or an explicit argument says otherwise.
 DEFAULT_TILE = 1024
 #: Context kept around each tile, in pixels: more than the receptive field of g_a (89 px) and g_s (112 px).
