@@ -8,14 +8,11 @@ a byte. torch is imported on the first load() or save(), never by opening or reg
 
 from __future__ import annotations
 
-import numbers
 import os
-from collections.abc import Mapping
 from typing import IO, Any
 
 from PIL import Image, ImageFile
 
-from selic_engine.config import DEFAULT_QUALITY, QUALITY_MAX, QUALITY_MIN
 from selic_engine.container import (
     HEADER_SIZE,
     SelicFormatError,
@@ -26,6 +23,7 @@ from selic_engine.container import (
     scan_metadata,
     unpack,
 )
+from selic_engine.saving import encode_with_options
 
 FORMAT = "SELIC"
 MIME = "image/x-selic"
@@ -35,12 +33,6 @@ EXTENSIONS = [".selic"]
 #: None: $SELIC_DEVICE, else CUDA when present, else CPU.
 DECODE_DEVICE: str | None = None
 
-#: Save options passed straight to selic_engine.encode.
-ENCODE_OPTIONS = ("caption", "store_caption", "model", "device")
-#: Metadata kept on save from the options, else from the image's info, as Pillow's other plugins do.
-KEPT_METADATA = ("icc_profile", "exif", "xmp")
-
-_ICC_SPACE = {"RGB": b"RGB ", "RGBA": b"RGB ", "L": b"GRAY", "LA": b"GRAY"}  # ICC header bytes 16..20
 
 
 def _accept(prefix: bytes) -> bool | str:
@@ -111,62 +103,6 @@ class SelicImageFile(ImageFile.ImageFile):
             raise SyntaxError(f"broken .selic file: {exc}") from exc
 
 
-def _quality(value: Any) -> float:
-    """Validated before any model loads; Pillow habits (quality=90, "keep") get the 1..8 range back."""
-    from selic_engine.engine import check_quality
-
-    if value is None:
-        return DEFAULT_QUALITY
-    if not isinstance(value, numbers.Real):
-        raise ValueError(f"quality must be a number from {QUALITY_MIN:g} to {QUALITY_MAX:g}, got {value!r}")
-    return check_quality(value)
-
-
-def _metadata(source: Image.Image, coded_mode: str, options: Mapping[str, Any]) -> dict[str, bytes]:
-    """icc_profile, exif and xmp from the options, else from the image's info.
-
-    An inherited ICC profile whose colour space no longer matches the stored pixels (a CMYK profile
-    after CMYK -> RGB) is dropped; one passed explicitly is kept as given.
-    """
-    meta = {}
-    for key in KEPT_METADATA:
-        value = options[key] if key in options else source.info.get(key)
-        if isinstance(value, Image.Exif):
-            value = value.tobytes()
-        elif isinstance(value, str):
-            value = value.encode("utf-8")
-        if value:
-            meta[key] = bytes(value)
-    icc = meta.get("icc_profile")
-    if icc and "icc_profile" not in options and icc[16:20] != _ICC_SPACE[coded_mode]:
-        del meta["icc_profile"]
-    return meta
-
-
-def encode_with_options(im: Image.Image, options: Mapping[str, Any]) -> bytes:
-    """Encode with Pillow-style save options (shared by `_save` and the imageio plugin).
-
-    quality (1..8, default 4), max_bytes / bpp (size targets; quality becomes the upper bound),
-    caption, store_caption, model, device, icc_profile, exif, xmp. A caption stored in a .selic
-    file the image came from is reused and kept, like the other metadata.
-    """
-    from selic_engine import engine, imaging
-
-    quality = _quality(options.get("quality"))
-    image = imaging.normalize_mode(im)  # the engine's mode policy; refuses I;16, I, F before any model loads
-    kwargs = {key: options[key] for key in ENCODE_OPTIONS if key in options}
-    if options.get("caption") is None and isinstance(im.info.get("caption"), str):
-        kwargs["caption"] = im.info["caption"]
-        kwargs.setdefault("store_caption", True)
-    kwargs["metadata"] = _metadata(im, image.mode, options)
-    if options.get("max_bytes") is None and options.get("bpp") is None:
-        return engine.encode(image, quality, **kwargs)
-    from selic_engine.rate_control import encode_to_size
-
-    max_quality = QUALITY_MAX if options.get("quality") is None else quality
-    return encode_to_size(image, options.get("max_bytes"), options.get("bpp"), max_quality=max_quality, **kwargs)
-
-
 def _discard_if_empty(fp: IO[bytes], filename: str | bytes) -> None:
     """Remove the file being saved to if nothing is in it yet: Image.save cleans up after an Exception
     only, so without this Ctrl-C while encoding would leave the empty file it opened."""
@@ -182,7 +118,7 @@ def _save(im: Image.Image, fp: IO[bytes], filename: str | bytes) -> None:
     """Encode completely before writing a byte. Pillow has already opened (and so emptied) the target:
     on an error it removes a file it created but leaves one that existed empty; `save` avoids both."""
     try:
-        data = encode_with_options(im, im.encoderinfo)
+        data = encode_with_options(im, im.encoderinfo)  # the save policy: selic_engine.saving
     except (KeyboardInterrupt, SystemExit):  # Image.save cleans up after an Exception, not after these
         _discard_if_empty(fp, filename)
         raise

@@ -19,7 +19,9 @@ from imageio.core.request import URI_BYTES, InitializationError, IOMode, Request
 from imageio.core.v3_plugin_api import ImageProperties, PluginV3
 from PIL import Image
 
-from .image_plugin import EXTENSIONS, SelicImageFile, _accept, encode_with_options
+from selic_engine.saving import encode_with_options
+
+from .image_plugin import EXTENSIONS, SelicImageFile, _accept
 
 PLUGIN_NAME = "selic"
 Index = int | EllipsisType | None
@@ -113,9 +115,7 @@ class SelicPlugin(PluginV3):
         frames = _frames(ndimage, is_batch)
         if len(frames) != 1:
             raise ValueError(f"a .selic file holds one image, got a batch of {len(frames)}")
-        from selic_engine.imaging import as_pil
-
-        data = encode_with_options(as_pil(frames[0]), kwargs)
+        data = encode_with_options(frames[0], kwargs)
         self.request.get_file().write(data)
         self._written = True
         return data if self.request._uri_type == URI_BYTES else None

@@ -22,6 +22,7 @@ if "torch" not in sys.modules:
 
 _EXPORTS = {
     "DEFAULT_QUALITY": "config",
+    "SaveOptions": "saving",
     "PRESETS": "config",
     "ModelConfig": "config",
     "preset": "config",
@@ -33,7 +34,7 @@ _EXPORTS = {
     "UnknownModelError": "errors",
     "WeightsNotFoundError": "errors",
     "decode": "engine",
-    "encode": "engine",
+    "encode": "saving",
     "get_engine": "engine",
     "probe": "engine",
     "register_model": "engine",
@@ -45,13 +46,14 @@ __all__ = sorted(_EXPORTS)
 if TYPE_CHECKING:
     from .config import DEFAULT_QUALITY, PRESETS, ModelConfig, preset  # noqa: F401
     from .container import Header, SelicFormatError, UnsupportedVersionError  # noqa: F401
-    from .engine import decode, encode, get_engine, probe, register_model, select_device  # noqa: F401
+    from .engine import decode, get_engine, probe, register_model, select_device  # noqa: F401
     from .errors import (  # noqa: F401
         DesyncError,
         ImageTooLargeError,
         UnknownModelError,
         WeightsNotFoundError,
     )
+    from .saving import SaveOptions, encode  # noqa: F401
 
 
 def __getattr__(name: str) -> Any:

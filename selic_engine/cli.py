@@ -19,7 +19,9 @@ from pathlib import Path
 from typing import NoReturn
 
 from .atomic import write_atomic
-from .config import DEFAULT_QUALITY, QUALITY_MAX, QUALITY_MIN
+from .config import DEFAULT_MODEL
+from .container import IMAGE_METADATA
+from .saving import SaveOptions
 
 SUFFIX = ".selic"
 #: The photo `selic demo` uses without an argument: it ships with selic (see selic_engine/data/README.md).
@@ -31,18 +33,6 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
-
-
-def _quality(text: str) -> float:
-    """argparse type: a quality in range, refused before any model loads."""
-    try:
-        q = float(text)
-    except ValueError:
-        q = float("nan")
-    if not QUALITY_MIN <= q <= QUALITY_MAX:  # also NaN
-        raise argparse.ArgumentTypeError(
-            f"quality must be from {QUALITY_MIN:g} to {QUALITY_MAX:g} (fractions allowed), got {text!r}")
-    return q
 
 
 def _output_format(name: str) -> tuple[str, str]:
@@ -131,19 +121,18 @@ def _batch(jobs: dict[Path, Path], desc: str, work: Callable[[Path, Path], str])
 
 def cmd_compress(args: argparse.Namespace) -> None:
     jobs = _plan(args, SUFFIX, "*.jpg")
+    options = SaveOptions(args.quality, args.max_bytes, args.bpp, False if args.no_caption else args.caption,
+                          args.store_caption or None, args.model, args.device)
     from PIL import Image
 
-    from . import encode, get_engine
+    from .engine import get_engine
+    from .saving import encode_with_options
 
     get_engine(args.model, args.device)  # a missing model or device fails once, not once per file
-    caption = False if args.no_caption else args.caption
 
     def work(src: Path, dst: Path) -> str:
         with Image.open(src) as img:
-            meta = {k: img.info[k] for k in ("icc_profile", "exif", "xmp") if img.info.get(k)}
-            meta = {k: v.encode() if isinstance(v, str) else v for k, v in meta.items()}
-            data = encode(img, args.quality, caption, model=args.model, device=args.device,
-                          store_caption=args.store_caption, metadata=meta)
+            data = encode_with_options(img, options)
             bpp = 8 * len(data) / (img.width * img.height)
         write_atomic(dst, lambda tmp: tmp.write_bytes(data))
         return f"{src} -> {dst}: {len(data)} bytes, {bpp:.3f} bpp"
@@ -158,7 +147,7 @@ def cmd_decompress(args: argparse.Namespace) -> None:
 
     def work(src: Path, dst: Path) -> str:
         image = decode(src.read_bytes(), device=args.device)
-        save_info = {k: image.info[k] for k in ("icc_profile", "exif") if image.info.get(k)}
+        save_info = {k: image.info[k] for k in IMAGE_METADATA if image.info.get(k)}
         write_atomic(dst, lambda tmp: image.save(tmp, format=fmt, **save_info))
         return f"{src} -> {dst}"
 
@@ -239,13 +228,15 @@ def parser() -> argparse.ArgumentParser:
     batch.add_argument("--force", action="store_true", help="overwrite outputs that already exist")
 
     c = sub.add_parser("compress", parents=[common, batch], help="images -> .selic files")
-    c.add_argument("-q", "--quality", type=_quality, default=DEFAULT_QUALITY,
-                   help="1 (smallest) .. 8 (best), fractional ok")
+    c.add_argument("-q", "--quality", type=float,
+                   help="1 (smallest) .. 8 (best), fractional ok; default 4, or the cap of a size target")
+    c.add_argument("--max-bytes", type=int, help="the largest quality whose file fits in this many bytes")
+    c.add_argument("--bpp", type=float, help="the largest quality whose file fits in this many bits per pixel")
     said = c.add_mutually_exclusive_group()
     said.add_argument("--caption", help="describe the image yourself instead of running the captioner")
     said.add_argument("--no-caption", action="store_true", help="skip the semantic branch")
     c.add_argument("--store-caption", action="store_true", help="keep the caption text in the file")
-    c.add_argument("--model", default="small", help="preset name of shipped weights, or a .safetensors path")
+    c.add_argument("--model", default=DEFAULT_MODEL, help="preset name of shipped weights, or a .safetensors path")
     c.set_defaults(func=cmd_compress)
 
     d = sub.add_parser("decompress", parents=[common, batch], help=".selic files -> PNG (or another format)")
@@ -259,9 +250,9 @@ def parser() -> argparse.ArgumentParser:
 
     m = sub.add_parser("demo", parents=[common], help="round-trip a real photo with the shipped model")
     m.add_argument("image", nargs="?", help="your photo (default: the astronaut photo shipped with selic)")
-    m.add_argument("-q", "--quality", type=_quality, nargs="+", default=[2.0, 5.0])
+    m.add_argument("-q", "--quality", type=float, nargs="+", default=[2.0, 5.0])
     m.add_argument("--caption", default="")
-    m.add_argument("--model", default="small")
+    m.add_argument("--model", default=DEFAULT_MODEL)
     m.add_argument("--output", help="also write the last .selic file here")
     m.set_defaults(func=cmd_demo)
 

@@ -18,6 +18,8 @@ DEFAULT_LAMBDAS: tuple[float, ...] = (0.0018, 0.0035, 0.0067, 0.0130, 0.0250, 0.
 QUALITY_MIN = 1.0
 QUALITY_MAX = 8.0
 DEFAULT_QUALITY = 4.0
+#: The shipped model a save uses unless told otherwise (a preset name: selic_engine/weights/selic-<name>.safetensors).
+DEFAULT_MODEL = "small"
 
 
 @dataclass(frozen=True)

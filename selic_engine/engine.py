@@ -12,13 +12,12 @@ import os
 import threading
 from pathlib import Path
 
-import numpy as np
 import torch
 from PIL import Image
 
 from . import imaging
-from .config import DEFAULT_QUALITY, QUALITY_MAX, QUALITY_MIN, Precision
-from .container import Header, SelicFile, info, pack, quantize_quality, read_header, unpack
+from .config import DEFAULT_MODEL, Precision
+from .container import Header, SelicFile, info, pack, read_header, unpack
 from .errors import DesyncError, ImageTooLargeError, UnknownModelError, WeightsNotFoundError
 from .model import SelicModel
 from .model.determinism import onednn_conv
@@ -26,7 +25,6 @@ from .model.io import load_weights, model_id, read_metadata, weights_digest
 from .precision import onednn_bf16, resolve
 from .weights import WEIGHTS_DIR, sha256_file, shipped_weights_path
 
-DEFAULT_MODEL = "small"
 MANIFEST = WEIGHTS_DIR / "manifest.json"  # {file name: {"sha256": ..., "model_id": ...}}
 
 
@@ -50,14 +48,6 @@ def transform_dtype(precision: Precision | None, device: torch.device) -> torch.
         raise ValueError("precision 'bfloat16' needs a CPU with AVX512 (BW/VL/DQ) or AVX-NE-CONVERT for oneDNN's "
                          "bfloat16 convolutions, and this one has neither: use 'float32' or 'auto'")
     return dtype
-
-
-def check_quality(quality: float) -> float:
-    q = float(quality)
-    if not QUALITY_MIN <= q <= QUALITY_MAX:  # also rejects NaN
-        raise ValueError(
-            f"quality must be between {QUALITY_MIN:g} and {QUALITY_MAX:g} (fractional allowed), got {quality!r}")
-    return quantize_quality(q)
 
 
 def _manifest() -> dict[str, dict[str, str]]:
@@ -94,17 +84,17 @@ class Engine:
 
     def encode(
         self,
-        image: Image.Image | np.ndarray,
-        quality: float = DEFAULT_QUALITY,
+        image: Image.Image,
+        quality: float,
         caption: str | bool | None = None,
         *,
         store_caption: bool = False,
         metadata: dict[str, bytes] | None = None,
         precision: Precision | None = None,
     ) -> bytes:
-        """Encode to .selic bytes. caption: text, None (find one), or False (skip the semantic branch)."""
-        q = check_quality(quality)
-        image = imaging.normalize_mode(imaging.as_pil(image))
+        """Encode to .selic bytes, with what `saving.encode_with_options` has checked and prepared: an image in
+        a stored mode (imaging.normalize_mode), a quality from saving.check_quality, the metadata to keep.
+        caption: text, None (find one), or False (skip the semantic branch)."""
         x, alpha = imaging.split(image)
         text, embedding = None, None
         if caption is not False and self.config.fusion != "none":
@@ -114,12 +104,12 @@ class Engine:
             if text:
                 embedding = torch.from_numpy(semantic.embed_texts([text], self.config.text_dim))
         with onednn_conv():
-            coded = self.model.compress(x.to(self.device), q, embedding,
+            coded = self.model.compress(x.to(self.device), quality, embedding,
                                         dtype=transform_dtype(precision, self.device))
-        meta = {k: bytes(v) for k, v in (metadata or {}).items() if v}
+        meta = dict(metadata or {})
         if store_caption and text:
             meta["caption"] = text.encode("utf-8")
-        header = Header(self.model_id, image.width, image.height, image.mode, q, coded.symbol_hash)
+        header = Header(self.model_id, image.width, image.height, image.mode, quality, coded.symbol_hash)
         return pack(SelicFile(header, coded.z_stream, coded.y_stream, alpha, meta))
 
     def decode_file(self, f: SelicFile, precision: Precision | None = None) -> Image.Image:
@@ -218,22 +208,6 @@ def engine_for_id(mid: str, device: str | torch.device | None = None) -> Engine:
         f"this file needs selic model {mid}, which is not installed; known models: {known}. "
         "Put its .safetensors file on $SELIC_MODEL_PATH or upgrade selic."
     )
-
-
-def encode(
-    image: Image.Image | np.ndarray,
-    quality: float = DEFAULT_QUALITY,
-    caption: str | bool | None = None,
-    *,
-    model: str | os.PathLike = DEFAULT_MODEL,
-    device: str | torch.device | None = None,
-    store_caption: bool = False,
-    metadata: dict[str, bytes] | None = None,
-    precision: Precision | None = None,
-) -> bytes:
-    """Compress an image to .selic bytes (see Engine.encode; precision: see transform_dtype)."""
-    return get_engine(model, device).encode(image, quality, caption, store_caption=store_caption, metadata=metadata,
-                                            precision=precision)
 
 
 def decode(

@@ -74,9 +74,10 @@ def test_adapter_files_decode_with_the_stock_weights(adapter_weights, tiny_weigh
     cpu = torch.device("cpu")
     with plugins.isolated():
         plugins.register(HashEmbedder(NEW_DIM))
-        blob = Engine(adapted, cpu, mid).encode(photo, 4, "stripes and a disc")
+        image = Image.fromarray(photo)
+        blob = Engine(adapted, cpu, mid).encode(image, 4, "stripes and a disc")
         with pytest.raises(ValueError, match=f"gives {NEW_DIM}-d vectors but the model expects 384-d"):
-            tiny_engine.encode(photo, 4, "stripes and a disc")  # the stock encoder cannot use this embedder
+            tiny_engine.encode(image, 4, "stripes and a disc")  # the stock encoder cannot use this embedder
     assert se.probe(blob).model_id == tiny_engine.model_id
     out = Engine(stock, cpu, mid).decode_file(unpack(blob))  # raises DesyncError if the decoder disagreed
     assert out.size == (photo.shape[1], photo.shape[0])

@@ -32,7 +32,7 @@ def test_round_trip_every_quality(tiny_engine, photo, quality):
 
 @pytest.mark.parametrize("bad", [0.5, 8.01, float("nan"), -1])
 def test_quality_out_of_range(tiny_engine, photo, bad):
-    with pytest.raises(ValueError, match="between 1 and 8"):
+    with pytest.raises(ValueError, match="from 1 to 8"):
         se.encode(photo, bad, caption=False, model=tiny_engine.model_id)
 
 

@@ -113,7 +113,7 @@ def test_caption_and_metadata_options(tmp_path, small, tiny_engine):
 
 def test_size_target(tmp_path, small, opts):
     path = tmp_path / "x.selic"
-    limit = len(selic_engine.engine.encode(small, 8, **opts)) - 1
+    limit = len(selic_engine.encode(small, 8, **opts)) - 1
     iio.imwrite(path, small, max_bytes=limit, **opts)
     assert path.stat().st_size <= limit and iio.immeta(path)["quality"] < 8
 

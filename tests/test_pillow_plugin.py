@@ -182,7 +182,7 @@ def test_interrupted_save_leaves_no_empty_file(save, rgb, tmp_path, monkeypatch)
     def interrupt(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(selic_engine.engine, "encode", interrupt)
+    monkeypatch.setattr(selic_engine.engine.Engine, "encode", interrupt)
     target = tmp_path / "x.selic"
     with pytest.raises(KeyboardInterrupt):
         save(rgb, target)
@@ -203,7 +203,7 @@ def test_atomic_save_keeps_the_existing_file(rgb, tmp_path, tiny_engine, monkeyp
     with pytest.raises(ValueError, match="8-bit"):
         pillow_selic.save(rgb.convert("F"), target, model=tiny_engine.model_id, caption=False)
     with monkeypatch.context() as patch:
-        patch.setattr(selic_engine.engine, "encode", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt))
+        patch.setattr(selic_engine.engine.Engine, "encode", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt))
         with pytest.raises(KeyboardInterrupt):
             pillow_selic.save(rgb, target, model=tiny_engine.model_id, caption=False)
     assert target.read_bytes() == b"earlier" and os.listdir(tmp_path) == ["x.selic"]
@@ -258,7 +258,7 @@ def test_inherited_icc_of_another_colour_space_is_dropped(save, rgb, tmp_path):
 
 
 def test_size_targets(save, rgb, tmp_path, tiny_engine):
-    sizes = {q: len(selic_engine.engine.encode(rgb, q, False, model=tiny_engine.model_id)) for q in (1, 8)}
+    sizes = {q: len(selic_engine.encode(rgb, q, False, model=tiny_engine.model_id)) for q in (1, 8)}
     assert sizes[1] < sizes[8]
     target = (sizes[1] + sizes[8]) // 2
     save(rgb, tmp_path / "bytes.selic", max_bytes=target)
@@ -270,7 +270,7 @@ def test_size_targets(save, rgb, tmp_path, tiny_engine):
             assert 1 < im.info["quality"] < 8
     # the largest quality that fits: a step above it does not
     quality = selic_engine.engine.probe((tmp_path / "bytes.selic").read_bytes()).quality
-    above = len(selic_engine.engine.encode(rgb, min(8, quality + 0.1), False, model=tiny_engine.model_id))
+    above = len(selic_engine.encode(rgb, min(8, quality + 0.1), False, model=tiny_engine.model_id))
     assert above > target
 
 
