@@ -16,8 +16,7 @@ import pytest
 import torch
 
 import selic_engine as se
-
-from .conftest import build_tiny
+from selic_engine.testing import build_tiny
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZES = [(40, 56), (77, 101), (64, 130), (129, 65), (33, 200), (96, 96)]

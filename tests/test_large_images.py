@@ -30,6 +30,7 @@ from selic_engine.model.tiling import (
     tile_size,
     to_pixels,
 )
+from selic_engine.testing import photo_like
 
 
 def pad_to_stride(x: torch.Tensor) -> torch.Tensor:
@@ -39,21 +40,6 @@ def pad_to_stride(x: torch.Tensor) -> torch.Tensor:
 
 
 SMALL_TILE = 384  # 1344x896 padded -> 4x3 tiles: interior tiles with margins on every side
-
-
-def photo_like(h: int, w: int, seed: int = 0) -> np.ndarray:
-    """Smooth gradients, edges and some texture: what a codec sees in a photo. Built in row blocks (24 MP: 72 MB)."""
-    rng = np.random.default_rng(seed)
-    out = np.empty((h, w, 3), np.uint8)
-    xx = np.arange(w, dtype=np.float32)[None, :]
-    for top in range(0, h, 256):
-        yy = np.arange(top, min(top + 256, h), dtype=np.float32)[:, None]
-        r = 128 + 90 * np.sin(xx / 37.0) * np.cos(yy / 53.0)
-        g = 128 + 90 * np.cos((xx + yy) / 71.0)
-        b = np.where((xx - w / 2) ** 2 + (yy - h / 2) ** 2 < (min(h, w) / 3) ** 2, 210.0, 50.0)
-        block = np.stack(np.broadcast_arrays(r, g, b), -1) + rng.normal(0, 6, (len(yy), w, 3)).astype(np.float32)
-        out[top : top + len(yy)] = block.clip(0, 255)
-    return out
 
 
 def as_tensor(img: np.ndarray) -> torch.Tensor:
@@ -188,8 +174,7 @@ import selic_engine as se
 from selic_engine.container import unpack
 from selic_engine.model.determinism import onednn_conv
 from selic_engine.model.tiling import spans
-from tests.conftest import build_tiny
-from tests.test_large_images import photo_like
+from selic_engine.testing import build_tiny, photo_like
 engine = se.register_model(build_tiny())
 img = photo_like({h}, {w})
 t0 = time.perf_counter()
