@@ -90,7 +90,6 @@ def worker(cfg: dict[str, Any]) -> dict[str, Any]:
 
     import selic_engine as se
 
-    os.environ["SELIC_TILE"] = str(cfg["tile"])
     set_threads(cfg["threads"])
     engine, described = _engine(cfg["model"])
     path = Path(cfg["file"])
@@ -98,7 +97,7 @@ def worker(cfg: dict[str, Any]) -> dict[str, Any]:
         image, source = _image(*dimensions(cfg["megapixels"]))
         before = peak_rss_mib()
         start = time.perf_counter()
-        data = se.encode(image, cfg["quality"], caption=False, model=engine.model_id)
+        data = se.encode(image, cfg["quality"], caption=False, model=engine.model_id, tile=cfg["tile"])
         seconds = time.perf_counter() - start
         path.write_bytes(data)
         extra = {"width": image.width, "height": image.height, "bytes": len(data), "source": source,
@@ -107,7 +106,7 @@ def worker(cfg: dict[str, Any]) -> dict[str, Any]:
         data = path.read_bytes()
         before = peak_rss_mib()
         start = time.perf_counter()
-        image = se.decode(data)
+        image = se.decode(data, tile=cfg["tile"])
         seconds = time.perf_counter() - start
         extra = {"width": image.width, "height": image.height}
     peak = peak_rss_mib()

@@ -23,6 +23,7 @@ from .errors import DesyncError, ImageTooLargeError, UnknownModelError, WeightsN
 from .model import SelicModel
 from .model.determinism import onednn_conv
 from .model.io import load_weights, model_id, read_metadata, weights_digest
+from .model.tiling import tile_size
 from .precision import onednn_bf16, resolve
 from .weights import WEIGHTS_DIR, sha256_file, shipped_weights_path
 
@@ -101,8 +102,12 @@ class Engine:
         store_caption: bool = False,
         metadata: dict[str, bytes] | None = None,
         precision: Precision | None = None,
+        tile: int | None = None,
     ) -> bytes:
-        """Encode to .selic bytes. caption: text, None (find one), or False (skip the semantic branch)."""
+        """Encode to .selic bytes. caption: text, None (find one), or False (skip the semantic branch).
+
+        tile: the side in pixels of the tiles g_a runs in (see selic_engine.encode).
+        """
         q = check_quality(quality)
         image = imaging.normalize_mode(imaging.as_pil(image))
         x, alpha = imaging.split(image)
@@ -114,7 +119,7 @@ class Engine:
             if text:
                 embedding = torch.from_numpy(semantic.embed_texts([text], self.config.text_dim))
         with onednn_conv():
-            coded = self.model.compress(x.to(self.device), q, embedding,
+            coded = self.model.compress(x.to(self.device), q, embedding, tile,
                                         dtype=transform_dtype(precision, self.device))
         meta = {k: bytes(v) for k, v in (metadata or {}).items() if v}
         if store_caption and text:
@@ -122,7 +127,9 @@ class Engine:
         header = Header(self.model_id, image.width, image.height, image.mode, q, coded.symbol_hash)
         return pack(SelicFile(header, coded.z_stream, coded.y_stream, alpha, meta))
 
-    def decode_file(self, f: SelicFile, precision: Precision | None = None) -> Image.Image:
+    def decode_file(
+        self, f: SelicFile, precision: Precision | None = None, *, tile: int | None = None
+    ) -> Image.Image:
         """Decode a parsed file. Hostile streams end in a SelicFormatError (DesyncError), never a crash.
 
         Both rANS streams are decoded through entropy.guard.GuardedDecoder, and the decoded
@@ -138,10 +145,11 @@ class Engine:
                                   "this machine's decoder disagrees with the encoder's")
 
         dtype = transform_dtype(precision, self.device)  # outside the try: a bad option is not a damaged file
+        tile = tile_size(tile)  # likewise
         try:
             with onednn_conv():
                 pixels = self.model.decompress(f.z_stream, f.y_stream, z_shape, h.quality, (h.height, h.width),
-                                                 check_symbols=check, dtype=dtype)
+                                                 tile, check_symbols=check, dtype=dtype)
         except DesyncError:
             raise
         except (RuntimeError, ValueError, OverflowError) as exc:  # what a damaged latent can still provoke in torch
@@ -231,27 +239,41 @@ def encode(
     store_caption: bool = False,
     metadata: dict[str, bytes] | None = None,
     precision: Precision | None = None,
+    tile: int | None = None,
 ) -> bytes:
-    """Compress an image to .selic bytes (see Engine.encode; precision: see transform_dtype)."""
+    """Compress an image to .selic bytes (see Engine.encode; precision: see transform_dtype).
+
+    tile: g_a runs in overlapping square tiles of this side in pixels (a positive multiple of 64; default
+    tiling.DEFAULT_TILE), which bounds the memory a large image needs. The tile size is not part of the file:
+    any file decodes with any tile, and results differ between tile sizes only by float rounding.
+    """
     return get_engine(model, device).encode(image, quality, caption, store_caption=store_caption, metadata=metadata,
-                                            precision=precision)
+                                            precision=precision, tile=tile)
 
 
 def decode(
-    data: bytes, *, device: str | torch.device | None = None, precision: Precision | None = None
+    data: bytes,
+    *,
+    device: str | torch.device | None = None,
+    precision: Precision | None = None,
+    tile: int | None = None,
 ) -> Image.Image:
     """Decompress .selic bytes to a PIL image in the original mode (RGB, L, RGBA or LA).
 
     Any damaged or hostile input raises a SelicFormatError (a ValueError): bad structure or CRC,
     a size over the decompression-bomb limit (ImageTooLargeError), or latent symbols that fail
     the file's hash (DesyncError).
+
+    tile: g_s runs in overlapping square tiles of this side in pixels (a positive multiple of 64; default
+    tiling.DEFAULT_TILE), which bounds the memory a large image needs; decoded pixels differ negligibly
+    between tile sizes (float rounding).
     """
     f = unpack(data)
     try:
         check_pixels(f.header)
     except Image.DecompressionBombError as exc:
         raise ImageTooLargeError(str(exc)) from exc
-    image = engine_for_id(f.header.model_id, device).decode_file(f, precision)
+    image = engine_for_id(f.header.model_id, device).decode_file(f, precision, tile=tile)
     image.info.update({k: v.decode("utf-8", "replace") if k == "caption" else v
                        for k, v in f.metadata.items()})
     image.info["quality"] = f.header.quality

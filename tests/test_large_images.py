@@ -22,6 +22,7 @@ import selic_engine as se
 from selic_engine.model.determinism import onednn_conv
 from selic_engine.model.tiling import (
     ALIGN,
+    DEFAULT_TILE,
     LATENT_STRIDE,
     MARGIN,
     analyze_tiled,
@@ -98,14 +99,13 @@ def test_tiled_synthesis_matches_whole_image_without_seams(tiny_engine, big):
     assert seam_ratio(tiled - whole, SMALL_TILE) < 2.0
 
 
-def test_engine_round_trip_with_forced_small_tiles(tiny_engine, monkeypatch):
-    """Through encode/decode with $SELIC_TILE=192 (3x2 tiles): same pixels as untiled, within 45 dB, no seams."""
+def test_engine_round_trip_with_forced_small_tiles(tiny_engine):
+    """Through encode/decode with tile=192 (3x2 tiles): same pixels as untiled, within 45 dB, no seams."""
     img = photo_like(300, 520, seed=1)
     plain = se.encode(img, 4, caption=False, model=tiny_engine.model_id)
     reference = torch.from_numpy(np.asarray(se.decode(plain), dtype=np.float64)).permute(2, 0, 1)[None] / 255
-    monkeypatch.setenv("SELIC_TILE", "192")
-    for data in (plain, se.encode(img, 4, caption=False, model=tiny_engine.model_id)):
-        out = torch.from_numpy(np.asarray(se.decode(data), dtype=np.float64)).permute(2, 0, 1)[None] / 255
+    for data in (plain, se.encode(img, 4, caption=False, model=tiny_engine.model_id, tile=192)):
+        out = torch.from_numpy(np.asarray(se.decode(data, tile=192), dtype=np.float64)).permute(2, 0, 1)[None] / 255
         assert psnr(out, reference) > 45
         assert seam_ratio(out - reference, 192) < 2.0
 
@@ -156,13 +156,17 @@ def test_spans_cover_the_image_in_aligned_tiles(units, tile_units):
     assert max(sizes) - min(sizes) <= ALIGN  # near-equal: no sliver tile
 
 
-def test_tile_size_setting(monkeypatch):
-    assert tile_size() == 1024 and tile_size(256) == 256
-    monkeypatch.setenv("SELIC_TILE", "512")
-    assert tile_size() == 512
+def test_tile_size_setting(tiny_engine):
+    assert tile_size() == DEFAULT_TILE == 1024 and tile_size(256) == 256
     for bad in (0, 100, -64):
         with pytest.raises(ValueError, match="multiple of 64"):
             tile_size(bad)
+    data = se.encode(np.zeros((8, 8, 3), np.uint8), 4, caption=False, model=tiny_engine.model_id)
+    with pytest.raises(ValueError, match="multiple of 64") as info:  # an option, not a damaged file
+        se.decode(data, tile=100)
+    assert not isinstance(info.value, se.SelicFormatError)
+    with pytest.raises(ValueError, match="multiple of 64"):
+        se.encode(np.zeros((8, 8, 3), np.uint8), 4, caption=False, model=tiny_engine.model_id, tile=100)
     assert MARGIN % ALIGN == 0 and MARGIN // LATENT_STRIDE >= 8  # g_s needs 7 latents of context, g_a 89 px
 
 
