@@ -1,4 +1,4 @@
-"""Shared paths, Kodak loading, machine description and small JSON/Markdown helpers."""
+"""Shared paths, Kodak loading, machine description, peak memory and small JSON/Markdown helpers."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import json
 import math
 import os
 import platform
+import resource
 import subprocess
 import sys
 from collections.abc import Callable, Iterable, Sequence
@@ -59,6 +60,12 @@ def set_threads(threads: int) -> None:
         import torch
 
         torch.set_num_threads(threads)
+
+
+def peak_rss_mib() -> float:
+    """Peak resident set size of this process so far, in MiB (Linux reports KiB, macOS bytes)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (2**20 if sys.platform == "darwin" else 2**10)
 
 
 def machine() -> dict[str, Any]:

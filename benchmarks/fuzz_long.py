@@ -2,7 +2,7 @@
 
     python -m benchmarks.fuzz_long [--minutes 30] [--seed 0] [--decoders all|engine] [--atheris]
 
-Cases are stacked random mutations of tiny valid files (the mutators of tests/test_fuzz.py: random
+Cases are stacked random mutations of tiny valid files (the mutators of benchmarks/fuzzing.py: random
 bytes, truncation, bit flips, chunk-length and header edits, forged streams, byte overwrites and
 cuts), half of them CRC-resealed so they reach the rANS decoder. Each runs through
 selic_engine.decode and, when pillow_selic is installed, Image.open().load() and imageio.v3.imread.
@@ -30,71 +30,63 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from .common import REPO, RESULTS, machine, machine_line, md_table, write_json
+from .common import REPO, RESULTS, machine, machine_line, md_table, peak_rss_mib, write_json
 
 CASES_DIR = RESULTS / "fuzz_long_cases"
 
 
 def _samples() -> dict[str, bytes]:
-    """Tiny valid files from the tests' tiny random model (as test_fuzz's fixture)."""
-    import numpy as np
+    """Tiny valid files from the tests' tiny random model."""
+    from selic_engine import register_model
+    from selic_engine.testing import build_tiny
 
-    import selic_engine as se
-    from tests.conftest import build_tiny
+    from . import fuzzing
 
-    engine = se.register_model(build_tiny())
-    rng = np.random.default_rng(7)
-    rgb = rng.integers(0, 256, (16, 24, 3), dtype=np.uint8)
-    rgba = np.dstack([rgb, rng.integers(0, 256, (16, 24), dtype=np.uint8)])
-    kw = dict(caption=False, model=engine.model_id)
-    return {"rgb": se.encode(rgb, 4, metadata={"exif": b"Exif\x00\x00MM", "xmp": b"<x/>"}, **kw),
-            "rgba": se.encode(rgba, 6, **kw), "gray": se.encode(rgb[..., 0], 2, **kw)}
+    return fuzzing.samples(register_model(build_tiny()).model_id)
 
 
 def _case(rng: random.Random, samples: dict[str, bytes]) -> tuple[str, bytes]:
-    """One hostile input: a mutator of tests/test_fuzz.py picked at random, sometimes stacked with overwrites."""
-    from tests import test_fuzz as tf
+    """One hostile input: a mutator of benchmarks/fuzzing.py picked at random, sometimes stacked with overwrites."""
+    from . import fuzzing
 
     keys = sorted(samples)
     data = samples[rng.choice(keys)]
     other = samples[rng.choice(keys)]
     pick = rng.randrange(8)
     if pick == 0:
-        return rng.choice(list(tf.random_bytes(rng, 3)))
+        return rng.choice(list(fuzzing.random_bytes(rng, 3)))
     if pick == 1:
         return "truncated", data[: rng.randrange(len(data))]
     if pick == 2:
-        return rng.choice(list(tf.bit_flips(rng, data, 4)))
+        return rng.choice(list(fuzzing.bit_flips(rng, data, 4)))
     if pick == 3:
-        return rng.choice(list(tf.length_edits(data)))
+        return rng.choice(list(fuzzing.length_edits(data)))
     if pick == 4:
-        return rng.choice(list(tf.header_edits(data)))
+        return rng.choice(list(fuzzing.header_edits(data)))
     if pick == 5:
-        return rng.choice(list(tf.forged_streams(rng, data, other)))
+        return rng.choice(list(fuzzing.forged_streams(rng, data, other)))
     edits = [(rng.random(), rng.randrange(256)) for _ in range(rng.randrange(1, 12))]
     cut = (rng.random(), rng.random()) if rng.random() < 0.3 else None
     if pick == 6:  # splice: the head of one file onto the tail of another
         data = data[: rng.randrange(len(data))] + other[rng.randrange(len(other)):]
-    return "mutation", tf.mutate(data, edits, cut, seal=rng.random() < 0.5)
+    return "mutation", fuzzing.mutate(data, edits, cut, seal=rng.random() < 0.5)
 
 
 def _fuzzer(which: str):
     from PIL import Image
 
-    from tests import test_fuzz as tf
+    from . import fuzzing
 
-    Image.MAX_IMAGE_PIXELS = tf.MAX_PIXELS  # claims above twice this fail before decoding: bounded time per case
+    Image.MAX_IMAGE_PIXELS = fuzzing.MAX_PIXELS  # claims above twice this fail before decoding: bounded time per case
     warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-    decoders = tf.decoders()
+    decoders = fuzzing.decoders()
     if which == "engine":
         decoders = {"selic_engine.decode": decoders["selic_engine.decode"]}
-    return tf.Fuzzer(decoders)
+    return fuzzing.Fuzzer(decoders)
 
 
 def worker(seed: int, seconds: float, which: str, last_case: Path) -> None:
     """Fuzz until the time is up; print one JSON line of results (failures are saved, not raised)."""
-    from tests.test_fuzz import peak_rss_mib
-
     rng = random.Random(seed)
     samples = _samples()
     fuzzer = _fuzzer(which)

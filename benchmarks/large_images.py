@@ -20,7 +20,6 @@ import argparse
 import json
 import math
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -28,14 +27,21 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .common import KODAK, REPO, RESULTS, machine, machine_line, md_table, read_json, set_threads, write_json
+from .common import (
+    KODAK,
+    REPO,
+    RESULTS,
+    machine,
+    machine_line,
+    md_table,
+    peak_rss_mib,
+    read_json,
+    set_threads,
+    write_json,
+)
 
 RESULTS_JSON = RESULTS / "large_images.json"
 UNTILED = 1 << 20  # a tile size no image reaches: the whole-image path, for comparison
-
-
-def rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (2**20 if sys.platform == "darwin" else 2**10)
 
 
 def dimensions(megapixels: float) -> tuple[int, int]:
@@ -51,7 +57,7 @@ def _image(width: int, height: int):
         from .speed import large_image
 
         return large_image((width, height)), "kodim23 upscaled (Lanczos)"
-    from tests.test_large_images import photo_like
+    from selic_engine.testing import photo_like
 
     return Image.fromarray(photo_like(height, width)), "synthetic photo-like image"
 
@@ -65,7 +71,7 @@ def _engine(model: str):
 
         from selic_engine.config import PRESETS
         from selic_engine.model import SelicModel
-        from tests.conftest import build_tiny
+        from selic_engine.testing import build_tiny
 
         if model == "tiny":
             return se.register_model(build_tiny()), "tests' tiny random model (N=16, M=32)"
@@ -84,27 +90,26 @@ def worker(cfg: dict[str, Any]) -> dict[str, Any]:
 
     import selic_engine as se
 
-    os.environ["SELIC_TILE"] = str(cfg["tile"])
     set_threads(cfg["threads"])
     engine, described = _engine(cfg["model"])
     path = Path(cfg["file"])
     if cfg["op"] == "encode":
         image, source = _image(*dimensions(cfg["megapixels"]))
-        before = rss_mib()
+        before = peak_rss_mib()
         start = time.perf_counter()
-        data = se.encode(image, cfg["quality"], caption=False, model=engine.model_id)
+        data = se.encode(image, cfg["quality"], caption=False, model=engine.model_id, tile=cfg["tile"])
         seconds = time.perf_counter() - start
         path.write_bytes(data)
         extra = {"width": image.width, "height": image.height, "bytes": len(data), "source": source,
                  "bpp": 8 * len(data) / (image.width * image.height)}
     else:
         data = path.read_bytes()
-        before = rss_mib()
+        before = peak_rss_mib()
         start = time.perf_counter()
-        image = se.decode(data)
+        image = se.decode(data, tile=cfg["tile"])
         seconds = time.perf_counter() - start
         extra = {"width": image.width, "height": image.height}
-    peak = rss_mib()
+    peak = peak_rss_mib()
     return {**extra, "seconds": seconds, "peak_mib": peak, "before_mib": before, "call_mib": max(peak - before, 0.0),
             "model_description": described, "torch_threads": torch.get_num_threads()}
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import importlib.util
 import re
 import subprocess
 import sys
@@ -38,8 +37,6 @@ SECTIONS: dict[str, tuple[str, ...]] = {
 def section(name: str, results_dir: Path = RESULTS) -> str:
     """The generated Markdown of one section (from results/<name>.json), or a note saying how to produce it."""
     path = results_dir / f"{name}.json"
-    if importlib.util.find_spec(f"benchmarks.{name}") is None:
-        return f"_benchmarks/{name}.py is not present in this checkout._\n"
     if not path.exists():
         return f"_Not generated yet: run `python -m benchmarks.{name}` (or `python -m benchmarks.run_all`)._\n"
     body = importlib.import_module(f"benchmarks.{name}").markdown(read_json(path))
@@ -95,7 +92,7 @@ def main(argv: list[str] | None = None) -> None:
             run_step("ceiling", ["--models", args.model] + (["--images", "2"] if args.quick else []))
         if "speed" not in skip:
             run_step("speed", common + (["--repeats", "1"] if args.quick else []))
-        if "semantic_cost" not in skip and importlib.util.find_spec("benchmarks.semantic_cost"):
+        if "semantic_cost" not in skip:
             run_step("semantic_cost", ["--repeats", "1"] if args.quick else [])
         if "ablation" not in skip:
             train = ["--train", "--steps", str(args.steps)] if args.train_ablation else []

@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -42,6 +41,7 @@ from benchmarks.common import (
     machine,
     machine_line,
     md_table,
+    peak_rss_mib,
     set_threads,
     write_json,
 )
@@ -114,7 +114,7 @@ def captioner_child(setting: str, images: int) -> dict[str, Any]:
             "weights_mib": weights.stat().st_size / 2**20 if weights else None,
             "first_call_with_load_s": first, "caption_s_median": statistics.median(times),
             "rss_before_load_mib": rss_before, "rss_after_mib": _rss_mib(),
-            "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "captions": captions}
+            "peak_rss_mib": peak_rss_mib(), "captions": captions}
 
 
 def caption_similarity(captions: dict[str, str]) -> float:

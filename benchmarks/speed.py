@@ -18,7 +18,6 @@ import argparse
 import contextlib
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -39,6 +38,7 @@ from .common import (
     machine,
     machine_line,
     md_table,
+    peak_rss_mib,
     set_threads,
     write_json,
 )
@@ -55,12 +55,6 @@ def large_image(size: tuple[int, int]) -> Image.Image:
     big = src.resize((round(src.width * scale), round(src.height * scale)), Image.Resampling.LANCZOS)
     left, top = (big.width - size[0]) // 2, (big.height - size[1]) // 2
     return big.crop((left, top, left + size[0], top + size[1]))
-
-
-def rss_mib() -> float:
-    """Peak resident set size of this process so far (Linux reports KiB, macOS bytes)."""
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / (2**20 if sys.platform == "darwin" else 2**10)
 
 
 def previous_path(model: str) -> tuple[Any, Any]:
@@ -133,9 +127,9 @@ def worker(cfg: dict[str, Any]) -> dict[str, Any]:
     else:
         w, h = cfg["large"]
         images = [(f"{LARGE_SOURCE} upscaled to {w}x{h}", large_image((w, h)))]
-    rss_start = rss_mib()
+    rss_start = peak_rss_mib()
     se.get_engine(cfg["model"], device)
-    rss_loaded = rss_mib()
+    rss_loaded = peak_rss_mib()
     enc_ctx = dec_ctx = contextlib.nullcontext
     precision = cfg["path"] if cfg["path"] in ("float32", "bfloat16") else None
     if cfg["path"] == "before":
@@ -179,7 +173,7 @@ def worker(cfg: dict[str, Any]) -> dict[str, Any]:
            "decode_median_s": statistics.median(p["decode_s"] for p in per_image),
            "encode_s_per_mpix": sum(p["encode_s"] for p in per_image) / mpix,
            "decode_s_per_mpix": sum(p["decode_s"] for p in per_image) / mpix,
-           "rss_before_model_mib": rss_start, "rss_after_model_load_mib": rss_loaded, "peak_rss_mib": rss_mib(),
+           "rss_before_model_mib": rss_start, "rss_after_model_load_mib": rss_loaded, "peak_rss_mib": peak_rss_mib(),
            "torch_threads": torch.get_num_threads()}
     if device.startswith("cuda"):
         out["cuda_peak_allocated_mib"] = torch.cuda.max_memory_allocated() / 2**20

@@ -5,9 +5,12 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
+#: How the text vector joins the latent: concat (the paper's), add, mul, or none (no semantic branch); the one list
+#: of modes, each implemented in model/fusion.py (FUSE).
 FusionMode = Literal["concat", "add", "mul", "none"]
+FUSION_MODES: tuple[FusionMode, ...] = get_args(FusionMode)
 #: Arithmetic of g_a / g_s: "auto" picks bfloat16 where the hardware has it natively (CUDA, AVX512-BF16/AMX CPUs)
 #: and float32 elsewhere (emulated bfloat16 is ~20x slower). See selic_engine/precision.py.
 Precision = Literal["auto", "float32", "bfloat16"]
@@ -39,14 +42,10 @@ class ModelConfig:
     def __post_init__(self) -> None:
         if self.M % self.slices:
             raise ValueError(f"M={self.M} must be divisible by slices={self.slices}")
-        if self.fusion not in ("concat", "add", "mul", "none"):
-            raise ValueError(f"unknown fusion mode {self.fusion!r}")
+        if self.fusion not in FUSION_MODES:
+            raise ValueError(f"unknown fusion mode {self.fusion!r}; choose from {', '.join(FUSION_MODES)}")
         if len(self.lambdas) != int(QUALITY_MAX - QUALITY_MIN) + 1:
             raise ValueError("one lambda per integer quality 1..8 is required")
-
-    @property
-    def slice_size(self) -> int:
-        return self.M // self.slices
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)

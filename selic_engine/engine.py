@@ -22,6 +22,7 @@ from .errors import DesyncError, ImageTooLargeError, UnknownModelError, WeightsN
 from .model import SelicModel
 from .model.determinism import onednn_conv
 from .model.io import load_weights, model_id, read_metadata, weights_digest
+from .model.tiling import tile_size
 from .precision import onednn_bf16, resolve
 from .weights import WEIGHTS_DIR, sha256_file, shipped_weights_path
 
@@ -91,10 +92,11 @@ class Engine:
         store_caption: bool = False,
         metadata: dict[str, bytes] | None = None,
         precision: Precision | None = None,
+        tile: int | None = None,
     ) -> bytes:
         """Encode to .selic bytes, with what `saving.encode_with_options` has checked and prepared: an image in
         a stored mode (imaging.normalize_mode), a quality from saving.check_quality, the metadata to keep.
-        caption: text, None (find one), or False (skip the semantic branch)."""
+        caption: text, None (find one), or False (skip the semantic branch); tile: see saving.encode."""
         x, alpha = imaging.split(image)
         text, embedding = None, None
         if caption is not False and self.config.fusion != "none":
@@ -104,7 +106,7 @@ class Engine:
             if text:
                 embedding = torch.from_numpy(semantic.embed_texts([text], self.config.text_dim))
         with onednn_conv():
-            coded = self.model.compress(x.to(self.device), quality, embedding,
+            coded = self.model.compress(x.to(self.device), quality, embedding, tile,
                                         dtype=transform_dtype(precision, self.device))
         meta = dict(metadata or {})
         if store_caption and text:
@@ -112,7 +114,9 @@ class Engine:
         header = Header(self.model_id, image.width, image.height, image.mode, quality, coded.symbol_hash)
         return pack(SelicFile(header, coded.z_stream, coded.y_stream, alpha, meta))
 
-    def decode_file(self, f: SelicFile, precision: Precision | None = None) -> Image.Image:
+    def decode_file(
+        self, f: SelicFile, precision: Precision | None = None, *, tile: int | None = None
+    ) -> Image.Image:
         """Decode a parsed file. Hostile streams end in a SelicFormatError (DesyncError), never a crash.
 
         Both rANS streams are decoded through entropy.guard.GuardedDecoder, and the decoded
@@ -127,10 +131,11 @@ class Engine:
                                   "this machine's decoder disagrees with the encoder's")
 
         dtype = transform_dtype(precision, self.device)  # outside the try: a bad option is not a damaged file
+        tile = tile_size(tile)  # likewise
         try:
             with onednn_conv():
                 pixels = self.model.decompress(f.z_stream, f.y_stream, h.z_shape, h.quality, (h.height, h.width),
-                                                 check_symbols=check, dtype=dtype)
+                                                 tile, check_symbols=check, dtype=dtype)
         except DesyncError:
             raise
         except (RuntimeError, ValueError, OverflowError) as exc:  # what a damaged latent can still provoke in torch
@@ -211,20 +216,28 @@ def engine_for_id(mid: str, device: str | torch.device | None = None) -> Engine:
 
 
 def decode(
-    data: bytes, *, device: str | torch.device | None = None, precision: Precision | None = None
+    data: bytes,
+    *,
+    device: str | torch.device | None = None,
+    precision: Precision | None = None,
+    tile: int | None = None,
 ) -> Image.Image:
     """Decompress .selic bytes to a PIL image in the original mode (RGB, L, RGBA or LA).
 
     Any damaged or hostile input raises a SelicFormatError (a ValueError): bad structure or CRC,
     a size over the decompression-bomb limit (ImageTooLargeError), or latent symbols that fail
     the file's hash (DesyncError).
+
+    tile: g_s runs in overlapping square tiles of this side in pixels (a positive multiple of 64; default
+    tiling.DEFAULT_TILE), which bounds the memory a large image needs; decoded pixels differ negligibly
+    between tile sizes (float rounding).
     """
     f = unpack(data)
     try:
         check_pixels(f.header)
     except Image.DecompressionBombError as exc:
         raise ImageTooLargeError(str(exc)) from exc
-    image = engine_for_id(f.header.model_id, device).decode_file(f, precision)
+    image = engine_for_id(f.header.model_id, device).decode_file(f, precision, tile=tile)
     image.info.update(info(f.header, f.metadata))
     return image
 

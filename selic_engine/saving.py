@@ -60,6 +60,9 @@ class SaveOptions:
     quality: 1..8 (default 4); with a size target (max_bytes and/or bpp) it is the upper bound, else 8.
     caption: text, None (the image's own caption, else the captioner), or False (no semantic branch).
     store_caption: keep the caption in the file; None keeps it only when it came from a .selic file.
+    tile: g_a runs in overlapping square tiles of this side in pixels (a positive multiple of 64; default
+    tiling.DEFAULT_TILE), which bounds the memory a large image needs. The tile size is not part of the file:
+    any file decodes with any tile, and results differ between tile sizes only by float rounding.
     metadata: icc_profile / exif / xmp given explicitly; the others are inherited from the image's info
     (None or b"" drops one).
     """
@@ -72,6 +75,7 @@ class SaveOptions:
     model: str | os.PathLike = DEFAULT_MODEL
     device: Any = None  # str or torch.device
     precision: Precision | None = None
+    tile: int | None = None
     metadata: Mapping[str, bytes | None] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -125,8 +129,10 @@ def encode_with_options(image: Image.Image | Any, options: SaveOptions | Mapping
     image came from is reused and kept, like its other metadata.
     """
     from . import imaging  # torch: not before a save
+    from .model.tiling import tile_size
 
     opts = options if isinstance(options, SaveOptions) else SaveOptions.from_mapping(options or {})
+    tile_size(opts.tile)  # the tiling's rule, before any model loads
     source = imaging.as_pil(image)
     coded = imaging.normalize_mode(source)  # refuses I;16, I, F and empty images before any model loads
     caption, store = opts.caption, opts.store_caption
@@ -138,12 +144,12 @@ def encode_with_options(image: Image.Image | Any, options: SaveOptions | Mapping
     metadata = _metadata(source, coded.mode, opts.metadata)
     if not opts.size_target:
         return engine.encode(coded, DEFAULT_QUALITY if opts.quality is None else opts.quality, caption,
-                             store_caption=bool(store), metadata=metadata, precision=opts.precision)
+                             store_caption=bool(store), metadata=metadata, precision=opts.precision, tile=opts.tile)
     from .rate_control import encode_to_size
 
     return encode_to_size(engine, coded, opts.max_bytes, opts.bpp, QUALITY_MAX if opts.quality is None
                           else opts.quality, caption, store_caption=bool(store), metadata=metadata,
-                          precision=opts.precision)
+                          precision=opts.precision, tile=opts.tile)
 
 
 def encode(
@@ -158,10 +164,11 @@ def encode(
     precision: Precision | None = None,
     max_bytes: int | None = None,
     bpp: float | None = None,
+    tile: int | None = None,
 ) -> bytes:
     """Compress a PIL image or uint8 array to .selic bytes (the options: see SaveOptions).
 
     precision: the arithmetic of g_a (engine.transform_dtype); the symbols never depend on it.
     """
     return encode_with_options(image, SaveOptions(quality, max_bytes, bpp, caption, store_caption, model, device,
-                                                  precision, metadata or {}))
+                                                  precision, tile, metadata or {}))

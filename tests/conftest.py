@@ -13,28 +13,13 @@ os.environ.setdefault("SELIC_DEVICE", "cpu")
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 KODAK = SHARED / "kodak"
-TINY = dict(name="tiny", N=16, M=32, Nz=16, slices=2, charm_hidden=16, text_dim=384)
-
-
-def build_tiny(seed: int = 0, **changes):
-    import torch
-
-    from selic_engine.config import ModelConfig
-    from selic_engine.model import SelicModel
-
-    torch.manual_seed(seed)
-    model = SelicModel(ModelConfig(**{**TINY, **changes}))
-    with torch.no_grad():  # scale the random latent up so that it quantizes to many distinct symbols
-        model.gains.log_gain += 4.0
-        model.gains.log_inv_gain -= 4.0
-    model.update(force=True)
-    return model.eval()
 
 
 @pytest.fixture(scope="session")
 def tiny_engine():
     """A registered tiny model: encode with model=tiny_engine.model_id; decode finds it by id."""
     from selic_engine import register_model
+    from selic_engine.testing import build_tiny
 
     return register_model(build_tiny())
 
@@ -43,6 +28,7 @@ def tiny_engine():
 def tiny_weights(tmp_path_factory, tiny_engine):
     """The tiny model written as a .safetensors weights file."""
     from selic_engine.model.io import save_weights
+    from selic_engine.testing import build_tiny
 
     path = tmp_path_factory.mktemp("weights") / "tiny.safetensors"
     save_weights(build_tiny(), path)

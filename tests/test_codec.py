@@ -14,9 +14,8 @@ from PIL import Image
 
 import pillow_selic  # noqa: F401  (registers SELIC with Pillow)
 import selic_engine as se
-from selic_engine.config import PRESETS
-
-from .conftest import build_tiny
+from selic_engine.config import FUSION_MODES, PRESETS
+from selic_engine.testing import build_tiny
 
 
 @pytest.mark.parametrize("quality", [1, 2.5, 4, 8])
@@ -47,7 +46,7 @@ def test_sizes_not_multiple_of_64(tiny_engine):
 @pytest.mark.parametrize("w, h", [(0, 0), (0, 10), (10, 0)])
 def test_zero_size_is_a_value_error_naming_the_size(tiny_engine, w, h):
     """Encoding (array, PIL, Pillow save) and reading a header of an empty image: ValueError with the size."""
-    from .test_fuzz import with_header
+    from benchmarks.fuzzing import with_header
 
     size = f"{w}x{h}"
     for image in (np.zeros((h, w, 3), np.uint8), Image.new("RGB", (w, h)), Image.new("LA", (w, h))):
@@ -204,7 +203,7 @@ def test_device_selection(monkeypatch):
             se.select_device("cuda")
 
 
-@pytest.mark.parametrize("fusion", ["concat", "add", "mul", "none"])
+@pytest.mark.parametrize("fusion", FUSION_MODES)
 def test_training_pass_and_gradients(fusion):
     model = build_tiny(fusion=fusion).train()
     x = torch.rand(2, 3, 64, 64)
@@ -216,6 +215,16 @@ def test_training_pass_and_gradients(fusion):
     if fusion != "none":
         assert model.fusion.project[0].weight.grad.abs().sum() > 0
         assert model.fusion.null_embedding.grad.abs().sum() > 0
+
+
+def test_unknown_fusion_mode_is_refused():
+    """No silent fallback: a mode outside config.FusionMode fails in the config and in the module itself."""
+    from selic_engine.model.fusion import SemanticFusion
+
+    with pytest.raises(ValueError, match="unknown fusion mode 'gate'"):
+        build_tiny(fusion="gate")
+    with pytest.raises(ValueError, match="unknown fusion mode 'gate'"):
+        SemanticFusion(384, 32, "gate")  # type: ignore[arg-type]
 
 
 def test_presets_are_consistent():

@@ -16,8 +16,7 @@ import pytest
 import torch
 
 import selic_engine as se
-
-from .conftest import build_tiny
+from selic_engine.testing import build_tiny
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZES = [(40, 56), (77, 101), (64, 130), (129, 65), (33, 200), (96, 96)]
@@ -63,17 +62,16 @@ import hashlib, os, sys
 import numpy as np, torch
 torch.set_num_threads(int(sys.argv[2]))
 import selic_engine as se
-img = np.asarray(se.decode(open(sys.argv[1], "rb").read()))
+img = np.asarray(se.decode(open(sys.argv[1], "rb").read(), tile=int(sys.argv[3])))
 print(hashlib.sha256(img.tobytes()).hexdigest(), torch.get_num_threads())
 """
 
 
-def test_tiled_decode_is_bit_identical_for_any_thread_count_and_process(tiny_weights, tmp_path, monkeypatch):
+def test_tiled_decode_is_bit_identical_for_any_thread_count_and_process(tiny_weights, tmp_path):
     """A file decoded in 192-px tiles: the same pixels with 1 or 2 threads, here and in fresh processes."""
-    monkeypatch.setenv("SELIC_TILE", "192")
     yy, xx = np.mgrid[0:300, 0:420]
     img = np.stack([128 + 100 * np.sin(xx / 13), 128 + 100 * np.cos(yy / 9), (xx ^ yy) % 256], -1).astype(np.uint8)
-    data = se.encode(img, 5, caption=False, model=tiny_weights)
+    data = se.encode(img, 5, caption=False, model=tiny_weights, tile=192)
     path = tmp_path / "x.selic"
     path.write_bytes(data)
     before = torch.get_num_threads()
@@ -81,16 +79,16 @@ def test_tiled_decode_is_bit_identical_for_any_thread_count_and_process(tiny_wei
     try:
         for threads in (1, 2):
             torch.set_num_threads(threads)
-            decoded[threads] = np.asarray(se.decode(data))
+            decoded[threads] = np.asarray(se.decode(data, tile=192))
     finally:
         torch.set_num_threads(before)
     reference = decoded[1]
     assert np.array_equal(reference, decoded[2])
-    env = {**os.environ, "SELIC_MODEL_PATH": str(tiny_weights), "SELIC_TILE": "192"}
+    env = {**os.environ, "SELIC_MODEL_PATH": str(tiny_weights)}
     expected = hashlib.sha256(reference.tobytes()).hexdigest()
     for threads in (1, 2):
-        res = subprocess.run([sys.executable, "-c", DECODE_IN_FRESH_PROCESS, str(path), str(threads)], env=env,
-                             cwd=ROOT, capture_output=True, text=True, check=True)
+        res = subprocess.run([sys.executable, "-c", DECODE_IN_FRESH_PROCESS, str(path), str(threads), "192"],
+                             env=env, cwd=ROOT, capture_output=True, text=True, check=True)
         digest, used = res.stdout.split()
         assert (digest, int(used)) == (expected, threads), f"fresh process with {threads} thread(s)"
 

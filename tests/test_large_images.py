@@ -22,6 +22,7 @@ import selic_engine as se
 from selic_engine.model.determinism import onednn_conv
 from selic_engine.model.tiling import (
     ALIGN,
+    DEFAULT_TILE,
     LATENT_STRIDE,
     MARGIN,
     analyze_tiled,
@@ -30,6 +31,7 @@ from selic_engine.model.tiling import (
     tile_size,
     to_pixels,
 )
+from selic_engine.testing import photo_like
 
 
 def pad_to_stride(x: torch.Tensor) -> torch.Tensor:
@@ -39,21 +41,6 @@ def pad_to_stride(x: torch.Tensor) -> torch.Tensor:
 
 
 SMALL_TILE = 384  # 1344x896 padded -> 4x3 tiles: interior tiles with margins on every side
-
-
-def photo_like(h: int, w: int, seed: int = 0) -> np.ndarray:
-    """Smooth gradients, edges and some texture: what a codec sees in a photo. Built in row blocks (24 MP: 72 MB)."""
-    rng = np.random.default_rng(seed)
-    out = np.empty((h, w, 3), np.uint8)
-    xx = np.arange(w, dtype=np.float32)[None, :]
-    for top in range(0, h, 256):
-        yy = np.arange(top, min(top + 256, h), dtype=np.float32)[:, None]
-        r = 128 + 90 * np.sin(xx / 37.0) * np.cos(yy / 53.0)
-        g = 128 + 90 * np.cos((xx + yy) / 71.0)
-        b = np.where((xx - w / 2) ** 2 + (yy - h / 2) ** 2 < (min(h, w) / 3) ** 2, 210.0, 50.0)
-        block = np.stack(np.broadcast_arrays(r, g, b), -1) + rng.normal(0, 6, (len(yy), w, 3)).astype(np.float32)
-        out[top : top + len(yy)] = block.clip(0, 255)
-    return out
 
 
 def as_tensor(img: np.ndarray) -> torch.Tensor:
@@ -112,14 +99,13 @@ def test_tiled_synthesis_matches_whole_image_without_seams(tiny_engine, big):
     assert seam_ratio(tiled - whole, SMALL_TILE) < 2.0
 
 
-def test_engine_round_trip_with_forced_small_tiles(tiny_engine, monkeypatch):
-    """Through encode/decode with $SELIC_TILE=192 (3x2 tiles): same pixels as untiled, within 45 dB, no seams."""
+def test_engine_round_trip_with_forced_small_tiles(tiny_engine):
+    """Through encode/decode with tile=192 (3x2 tiles): same pixels as untiled, within 45 dB, no seams."""
     img = photo_like(300, 520, seed=1)
     plain = se.encode(img, 4, caption=False, model=tiny_engine.model_id)
     reference = torch.from_numpy(np.asarray(se.decode(plain), dtype=np.float64)).permute(2, 0, 1)[None] / 255
-    monkeypatch.setenv("SELIC_TILE", "192")
-    for data in (plain, se.encode(img, 4, caption=False, model=tiny_engine.model_id)):
-        out = torch.from_numpy(np.asarray(se.decode(data), dtype=np.float64)).permute(2, 0, 1)[None] / 255
+    for data in (plain, se.encode(img, 4, caption=False, model=tiny_engine.model_id, tile=192)):
+        out = torch.from_numpy(np.asarray(se.decode(data, tile=192), dtype=np.float64)).permute(2, 0, 1)[None] / 255
         assert psnr(out, reference) > 45
         assert seam_ratio(out - reference, 192) < 2.0
 
@@ -170,13 +156,17 @@ def test_spans_cover_the_image_in_aligned_tiles(units, tile_units):
     assert max(sizes) - min(sizes) <= ALIGN  # near-equal: no sliver tile
 
 
-def test_tile_size_setting(monkeypatch):
-    assert tile_size() == 1024 and tile_size(256) == 256
-    monkeypatch.setenv("SELIC_TILE", "512")
-    assert tile_size() == 512
+def test_tile_size_setting(tiny_engine):
+    assert tile_size() == DEFAULT_TILE == 1024 and tile_size(256) == 256
     for bad in (0, 100, -64):
         with pytest.raises(ValueError, match="multiple of 64"):
             tile_size(bad)
+    data = se.encode(np.zeros((8, 8, 3), np.uint8), 4, caption=False, model=tiny_engine.model_id)
+    with pytest.raises(ValueError, match="multiple of 64") as info:  # an option, not a damaged file
+        se.decode(data, tile=100)
+    assert not isinstance(info.value, se.SelicFormatError)
+    with pytest.raises(ValueError, match="multiple of 64"):
+        se.encode(np.zeros((8, 8, 3), np.uint8), 4, caption=False, model=tiny_engine.model_id, tile=100)
     assert MARGIN % ALIGN == 0 and MARGIN // LATENT_STRIDE >= 8  # g_s needs 7 latents of context, g_a 89 px
 
 
@@ -188,8 +178,7 @@ import selic_engine as se
 from selic_engine.container import unpack
 from selic_engine.model.determinism import onednn_conv
 from selic_engine.model.tiling import spans
-from tests.conftest import build_tiny
-from tests.test_large_images import photo_like
+from selic_engine.testing import build_tiny, photo_like
 engine = se.register_model(build_tiny())
 img = photo_like({h}, {w})
 t0 = time.perf_counter()

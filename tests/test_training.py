@@ -14,10 +14,9 @@ import torch
 from PIL import Image
 
 from selic_engine.config import TrainConfig
+from selic_engine.testing import TINY
 from selic_engine.training import checkpoint
 from selic_engine.training.loop import export, train
-
-from .conftest import TINY
 
 
 @pytest.fixture(scope="module")

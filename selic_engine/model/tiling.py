@@ -13,7 +13,6 @@ Images that fit in one tile take the single-window path, which is the untiled co
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 
 import torch
@@ -24,7 +23,7 @@ from ..container import HYPER_STRIDE
 #: Latent stride of g_a / g_s, and the alignment of every tile edge (the format's hyper-latent stride).
 LATENT_STRIDE = 16
 ALIGN = HYPER_STRIDE
-#: Tile side in pixels (both directions), unless $SELIC_TILE or an explicit argument says otherwise.
+#: Tile side in pixels (both directions) unless the caller passes one (`tile` of selic_engine.encode / decode).
 DEFAULT_TILE = 1024
 #: Context kept around each tile, in pixels: more than the receptive field of g_a (89 px) and g_s (112 px).
 MARGIN = 128
@@ -35,8 +34,8 @@ def round_up(n: int, multiple: int = ALIGN) -> int:
 
 
 def tile_size(tile: int | None = None) -> int:
-    """The tile side in pixels: the argument, else $SELIC_TILE, else DEFAULT_TILE; a positive multiple of 64."""
-    value = tile if tile is not None else int(os.environ.get("SELIC_TILE", DEFAULT_TILE))
+    """The tile side in pixels: the argument, else DEFAULT_TILE; checked to be a positive multiple of 64."""
+    value = DEFAULT_TILE if tile is None else tile
     if value < ALIGN or value % ALIGN:
         raise ValueError(f"tile size must be a positive multiple of {ALIGN} pixels, got {value}")
     return value
