@@ -207,9 +207,12 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> None:
-    from .training.loop import export
+    """A training checkpoint's model (training's business) -> shipped weights and manifest entry (weights')."""
+    from .training.checkpoint import trained_model
+    from .weights.files import export
 
-    mid = export(args.checkpoint, args.output, args.preset, args.float16, args.raw)
+    model, history = trained_model(args.checkpoint, args.preset, args.raw)
+    mid = export(model, args.output, history, args.float16)
     print(f"wrote {args.output} (model id {mid})")
 
 

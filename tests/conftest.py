@@ -42,11 +42,20 @@ def tiny_engine():
 @pytest.fixture(scope="session")
 def tiny_weights(tmp_path_factory, tiny_engine):
     """The tiny model written as a .safetensors weights file."""
-    from selic_engine.model.io import save_weights
+    from selic_engine.weights.files import save_weights
 
     path = tmp_path_factory.mktemp("weights") / "tiny.safetensors"
     save_weights(build_tiny(), path)
     return path
+
+
+def export(checkpoint: Path, out: Path, *flags: str) -> str:
+    """`selic export CHECKPOINT -o OUT [flags]`; returns the model id written."""
+    from selic_engine import cli
+    from selic_engine.weights.files import read_metadata
+
+    cli.main(["export", str(checkpoint), "-o", str(out), *flags])
+    return read_metadata(out)["model_id"]
 
 
 @pytest.fixture

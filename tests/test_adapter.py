@@ -13,10 +13,12 @@ import selic_engine as se
 from selic_engine import plugins
 from selic_engine.container import unpack
 from selic_engine.engine import Engine
-from selic_engine.model.io import load_weights, model_id
 from selic_engine.train import config_from_args
-from selic_engine.training.loop import ENCODER_SIDE, export, train
+from selic_engine.training.loop import train
+from selic_engine.weights import ENCODER_MODULES
+from selic_engine.weights.files import load_weights, model_id
 
+from .conftest import export
 from .test_plugins import HashEmbedder
 
 NEW_DIM = 24  # the plugin embedder's D; the tiny model was trained for 384
@@ -64,7 +66,7 @@ def test_adapter_changes_only_the_encoder(adapter_weights, tiny_weights, tiny_en
     assert adapted.fusion.project[0].in_features == NEW_DIM
     a, s = adapted.state_dict(), stock.state_dict()
     changed = {k.split(".", 1)[0] for k in s if a[k].shape != s[k].shape or not torch.equal(a[k], s[k])}
-    assert changed and changed <= set(ENCODER_SIDE)
+    assert changed and changed <= set(ENCODER_MODULES)
     assert model_id(a) == model_id(s)
 
 

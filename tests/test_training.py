@@ -15,9 +15,9 @@ from PIL import Image
 
 from selic_engine.config import TrainConfig
 from selic_engine.training import checkpoint
-from selic_engine.training.loop import export, train
+from selic_engine.training.loop import train
 
-from .conftest import TINY
+from .conftest import TINY, export
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +62,7 @@ def test_resume_is_exact(dataset, tmp_path):
 def test_weight_average_is_validated_and_exported(dataset, tmp_path):
     """The EMA follows the weights (decay 0.5 over 3 steps is neither the first nor the last weights) and is
     what `export` ships unless raw=True."""
-    from selic_engine.model.io import load_weights
+    from selic_engine.weights.files import load_weights
 
     ckpt = train(config(dataset, tmp_path / "run", steps=3, ema_decay=0.5))
     state = checkpoint.load(ckpt)
@@ -70,10 +70,11 @@ def test_weight_average_is_validated_and_exported(dataset, tmp_path):
     ema = state["ema"]["module.g_s.0.conv1.weight"]
     assert int(state["ema"]["n_averaged"]) == 4  # the starting weights, then one update per step
     assert not torch.equal(raw, ema)
-    exported, _ = load_weights(export(ckpt, tmp_path / "ema.safetensors") and tmp_path / "ema.safetensors")
+    export(ckpt, tmp_path / "ema.safetensors")
+    exported, _ = load_weights(tmp_path / "ema.safetensors")
     assert torch.equal(exported.state_dict()["g_s.0.conv1.weight"], ema)
-    exported_raw, _ = load_weights(export(ckpt, tmp_path / "raw.safetensors", raw=True) and
-                                   tmp_path / "raw.safetensors")
+    export(ckpt, tmp_path / "raw.safetensors", "--raw")
+    exported_raw, _ = load_weights(tmp_path / "raw.safetensors")
     assert torch.equal(exported_raw.state_dict()["g_s.0.conv1.weight"], raw)
     with pytest.raises(ValueError, match="ema_decay"):
         train(config(dataset, tmp_path / "bad", ema_decay=1.5))
@@ -105,8 +106,8 @@ def test_export_writes_weights_and_refuses_other_config(dataset, tmp_path):
 
     data = se.encode(np.zeros((40, 50, 3), np.uint8), 3, caption=False, model=out)
     assert se.decode(data).size == (50, 40)
-    with pytest.raises(ValueError, match="does not match"):
-        export(ckpt, tmp_path / "x.safetensors", "small")
+    with pytest.raises(SystemExit, match="does not match"):
+        export(ckpt, tmp_path / "x.safetensors", "--preset", "small")
 
 
 def test_float16_export_halves_the_file_and_codes_like_float32(dataset, tmp_path):
@@ -117,7 +118,7 @@ def test_float16_export_halves_the_file_and_codes_like_float32(dataset, tmp_path
 
     ckpt = train(config(dataset, tmp_path / "run", steps=1))
     full, half = tmp_path / "full.safetensors", tmp_path / "half.safetensors"
-    mid_full, mid_half = export(ckpt, full), export(ckpt, half, float16=True)
+    mid_full, mid_half = export(ckpt, full), export(ckpt, half, "--float16")
     assert mid_full != mid_half  # different decoder weights, so a different id
 
     def float_bytes(path: Path) -> tuple[int, set[torch.dtype]]:

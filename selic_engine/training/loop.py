@@ -21,18 +21,17 @@ from tqdm import tqdm
 from ..config import QUALITY_MAX, QUALITY_MIN, ModelConfig, TrainConfig, preset
 from ..model import SelicModel
 from ..model.gain import lambda_for
-from ..model.io import load_weights, read_metadata, round_weights, save_weights
 from ..precision import cpu_has_native_bf16, machine_kind, resolve
-from ..weights import sha256_file, shipped_weights_path
+from ..weights import ENCODER_MODULES, shipped_weights_path
+from ..weights.files import load_weights, read_metadata
 from . import checkpoint
-from .averaging import averaged_weights, weight_average
+from .averaging import weight_average
 from .captions import embed_captions
 from .data import CropStream, list_images, load_rgb, read_captions, split_holdout
 from .widen import widen, widenable
 
 VAL_QUALITIES = (1.0, 4.0, 8.0)
 MAX_BAD_STEPS = 50  # consecutive steps with non-finite gradients before training gives up
-ENCODER_SIDE = ("g_a", "fusion", "h_a")  # what --adapter trains; h_a feeds z, coded by frozen tables
 
 
 def rd_loss(out: dict, x: torch.Tensor, lam: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -167,7 +166,7 @@ def train(cfg: TrainConfig) -> Path:
 
     if cfg.adapter:
         for name, p in model.named_parameters():
-            p.requires_grad_(name.split(".", 1)[0] in ENCODER_SIDE)
+            p.requires_grad_(name.split(".", 1)[0] in ENCODER_MODULES)
     net_params = [p for n, p in model.named_parameters() if p.requires_grad and not n.endswith(".quantiles")]
     aux_params = [p for n, p in model.named_parameters() if n.endswith(".quantiles") and not cfg.adapter]
     optimizer = torch.optim.Adam(net_params, lr=cfg.lr)
@@ -297,37 +296,3 @@ def check_replicas(model: SelicModel, out_dir: Path, rank: int, world: int) -> N
     if len(set(digests)) != 1:
         raise RuntimeError(f"DDP replicas diverged: {digests}")
 
-
-def export(checkpoint_path: Path, out: Path, preset_name: str | None = None, float16: bool = False,
-           raw: bool = False) -> str:
-    """Checkpoint -> shipped safetensors weights with updated entropy tables; refuses a config mismatch.
-
-    The weight average is exported when the checkpoint has one (raw=True: the last step's weights).
-    float16 stores the weights rounded to half precision (half the file; the tables are built from
-    the rounded weights, and loading upcasts them exactly).
-    """
-    state = checkpoint.load(checkpoint_path)
-    cfg = preset(preset_name) if preset_name else None
-    ckpt_cfg = ModelConfig.from_json(state["config"])
-    if cfg is not None and cfg != ckpt_cfg:
-        raise ValueError(f"checkpoint config {ckpt_cfg.name!r} does not match preset {cfg.name!r}")
-    model = SelicModel(ckpt_cfg)
-    model.load_state_dict(state["model"])
-    if "ema" in state and not raw:
-        model.load_state_dict(averaged_weights(state["ema"]))
-    dtype = torch.float16 if float16 else torch.float32
-    round_weights(model, dtype)
-    model.update(force=True)
-    mid = save_weights(model.eval(), out, {"step": str(state["step"]),
-                                           "train_seconds": f"{state.get('train_seconds', 0):.0f}",
-                                           "averaged": str("ema" in state and not raw).lower()}, dtype)
-    record_in_manifest(out, mid)
-    return mid
-
-
-def record_in_manifest(weights: Path, mid: str) -> None:
-    """manifest.json beside the weights records their sha256: the engine refuses shipped files that differ."""
-    manifest = weights.parent / "manifest.json"
-    entries = json.loads(manifest.read_text()) if manifest.exists() else {}
-    entries[weights.name] = {"sha256": sha256_file(weights), "model_id": mid}
-    manifest.write_text(json.dumps(entries, indent=2, sort_keys=True) + "\n")
