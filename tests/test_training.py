@@ -17,7 +17,7 @@ from selic_engine.config import TrainConfig
 from selic_engine.training import checkpoint
 from selic_engine.training.loop import train
 
-from .conftest import TINY, export
+from .conftest import TINY, export, train_config
 
 
 @pytest.fixture(scope="module")
@@ -142,7 +142,7 @@ def test_float16_export_halves_the_file_and_codes_like_float32(dataset, tmp_path
 def test_ddp_two_cpu_processes_keep_identical_replicas(dataset, tmp_path):
     out = tmp_path / "ddp"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           "-m", "selic_engine.train", "--preset", str(dataset / "tiny.json"), "--data", str(dataset),
+           "-m", "selic_engine", "train", "--preset", str(dataset / "tiny.json"), "--data", str(dataset),
            "--out", str(out), "--batch-size", "2", "--crop", "64", "--min-crop", "64", "--workers", "0",
            "--val-every", "0", "--val-images", "2", "--steps", "3", "--threads", "1"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -195,7 +195,6 @@ def test_gpu_burst_trains_on_cpu_from_a_packed_dataset(dataset, tmp_path, monkey
     """The burst's data pack and training config, run here on the CPU (tiny preset, small crops)."""
     import dataclasses
 
-    from selic_engine.train import config_from_args
     from selic_engine.training.burst import burst_config, device_command, pack_data, train_args
     from selic_engine.training.data import list_images, split_holdout
 
@@ -206,7 +205,7 @@ def test_gpu_burst_trains_on_cpu_from_a_packed_dataset(dataset, tmp_path, monkey
         list_images(packed))  # the validation hold-out never travels
     assert all(max(Image.open(packed / p).size) <= 96 for p in list_images(packed))
     cfg = burst_config(str(packed), str(tmp_path / "run"), minutes=0.05, preset=str(dataset / "tiny.json"))
-    assert config_from_args(train_args(cfg)) == cfg  # the command line carries exactly this config
+    assert train_config(*train_args(cfg)) == cfg  # the command line carries exactly this config
     command = device_command()
     assert "--batch-size=16" in command and "--crop=256" in command and "--minutes=9.0" in command
     cfg = dataclasses.replace(cfg, batch_size=2, crop=64, min_crop=64, workers=0, threads=1)
