@@ -121,7 +121,9 @@ def semantic_gain(model: str, images: int, qualities: tuple[float, ...], rd_json
 def train_one(spec: dict[str, Any]) -> None:
     """In a subprocess: register the variant as a preset, train it with the project's loop, export weights."""
     from selic_engine.config import PRESETS, TrainConfig, preset
-    from selic_engine.training.loop import export, train
+    from selic_engine.training.checkpoint import trained_model
+    from selic_engine.training.loop import train
+    from selic_engine.weights.files import export
 
     name = f"ablation-{spec['variant']}"
     PRESETS[name] = preset(spec["base_preset"]).replace(name=name, fusion=spec["variant"], **spec["arch"])
@@ -129,8 +131,8 @@ def train_one(spec: dict[str, Any]) -> None:
                       seed=spec["seed"], batch_size=spec["batch_size"], crop=spec["crop"], min_crop=spec["crop"],
                       val_every=0, ckpt_every=max(1, min(250, spec["steps"])), workers=spec["workers"],
                       threads=spec["threads"])
-    last = train(cfg)
-    export(last, Path(spec["out"]) / "model.safetensors")
+    model, history = trained_model(train(cfg))
+    export(model, Path(spec["out"]) / "model.safetensors", history)
 
 
 def run_pairs(args: argparse.Namespace) -> list[tuple[str, int]]:

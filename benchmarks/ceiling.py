@@ -32,8 +32,8 @@ def _pixels(x: torch.Tensor) -> np.ndarray:
 @torch.no_grad()
 def measure(model_name: str, images: int) -> dict[str, Any]:
     """Mean RGB PSNR (8-bit output) per quality and quantization step, over the first `images` Kodak images."""
-    from selic_engine.engine import resolve_weights
-    from selic_engine.model.io import load_weights
+    from selic_engine.weights import resolve_weights
+    from selic_engine.weights.files import load_weights
 
     path = resolve_weights(model_name)
     model, mid = load_weights(path)

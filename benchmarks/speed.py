@@ -44,7 +44,6 @@ from .common import (
 )
 
 LARGE_SOURCE = "kodim23.png"
-ENCODER_ONLY = ("g_a", "fusion", "h_a")
 STAGES = ("encode_total", "g_a", "encode_entropy_and_prior", "decode_entropy_and_prior", "g_s")
 
 
@@ -256,8 +255,7 @@ def run_config(cfg: dict[str, Any]) -> dict[str, Any]:
 def model_stats(model: str) -> dict[str, Any]:
     """Parameter counts (all, encoder-only, decoder), weights file size, and the text embedder's size."""
     import selic_engine as se
-    from selic_engine.engine import resolve_weights
-    from selic_engine.model import SelicModel
+    from selic_engine.weights import DECODER_MODULES, ENCODER_MODULES, resolve_weights
 
     path = resolve_weights(model)
     engine = se.get_engine(model, "cpu")
@@ -268,8 +266,8 @@ def model_stats(model: str) -> dict[str, Any]:
     stats: dict[str, Any] = {
         "weights_file": path.name, "weights_bytes": path.stat().st_size, "model_id": engine.model_id,
         "config": json.loads(net.config.to_json()), "parameters": sum(groups.values()),
-        "encoder_only_parameters": sum(v for k, v in groups.items() if k in ENCODER_ONLY),
-        "decoder_parameters": sum(v for k, v in groups.items() if k in SelicModel.DECODER_MODULES),
+        "encoder_only_parameters": sum(v for k, v in groups.items() if k in ENCODER_MODULES),
+        "decoder_parameters": sum(v for k, v in groups.items() if k in DECODER_MODULES),
         "parameters_by_module": groups}
     if net.config.fusion != "none":
         stats["text_embedder"] = text_embedder_stats()

@@ -9,17 +9,19 @@ batch goes on, exiting non-zero with a summary at the end.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import glob
 import json
 import os
 import sys
 import time
+import typing
 from collections.abc import Callable
 from pathlib import Path
 from typing import NoReturn
 
 from .atomic import write_atomic
-from .config import DEFAULT_MODEL
+from .config import DEFAULT_MODEL, TrainConfig
 from .container import IMAGE_METADATA
 from .saving import SaveOptions
 
@@ -195,10 +197,45 @@ def cmd_demo(args: argparse.Namespace) -> None:
         print(f"wrote {args.output}")
 
 
-def cmd_export(args: argparse.Namespace) -> None:
-    from .training.loop import export
+def _train_flags(p: argparse.ArgumentParser) -> None:
+    """One flag per TrainConfig field (batch_size -> --batch-size), so that a new field is a new flag."""
+    p.add_argument("--config", type=Path, help="JSON file with TrainConfig fields")
+    hints = typing.get_type_hints(TrainConfig)
+    for f in dataclasses.fields(TrainConfig):
+        flag = "--" + f.name.replace("_", "-")
+        kind = hints[f.name]
+        if kind is bool:
+            p.add_argument(flag, action="store_true", default=None, help=f"(default {f.default})")
+        elif typing.get_origin(kind) is typing.Literal:
+            p.add_argument(flag, choices=typing.get_args(kind), default=None, help=f"(default {f.default!r})")
+        else:
+            p.add_argument(flag, type=kind, default=None, help=f"(default {f.default!r})")
 
-    mid = export(args.checkpoint, args.output, args.preset, args.float16, args.raw)
+
+def train_config(args: argparse.Namespace) -> TrainConfig:
+    """The run `selic train` asks for: the fields of --config, overridden by the flags given."""
+    values = json.loads(args.config.read_text()) if args.config else {}
+    for f in dataclasses.fields(TrainConfig):
+        v = getattr(args, f.name)
+        if v is not None:
+            values[f.name] = v
+    return TrainConfig(**values)
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    """Train until the config's steps (or minutes) and print the last checkpoint's path."""
+    from .training.loop import train
+
+    print(train(train_config(args)))
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    """A training checkpoint's model (training's business) -> shipped weights and manifest entry (weights')."""
+    from .training.checkpoint import trained_model
+    from .weights.files import export
+
+    model, history = trained_model(args.checkpoint, args.preset, args.raw)
+    mid = export(model, args.output, history, args.float16)
     print(f"wrote {args.output} (model id {mid})")
 
 
@@ -256,8 +293,11 @@ def parser() -> argparse.ArgumentParser:
     m.add_argument("--output", help="also write the last .selic file here")
     m.set_defaults(func=cmd_demo)
 
-    t = sub.add_parser("train", help="train or resume a model (see `selic train --help`)", add_help=False)
-    t.set_defaults(func=None)
+    t = sub.add_parser("train", help="train, resume or adapt a model (see `selic train --help`)",
+                       description="Train a SELIC model on a folder of photos with captions.tsv. "
+                       "Flags override the fields of --config (a JSON file of TrainConfig fields).")
+    _train_flags(t)
+    t.set_defaults(func=cmd_train)
 
     e = sub.add_parser("export", help="checkpoint -> shipped .safetensors weights with entropy tables")
     e.add_argument("checkpoint", type=Path)
@@ -273,11 +313,6 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
-    argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["train"]:
-        from .train import main as train_main
-
-        return train_main(argv[1:])
     args = parser().parse_args(argv)
     # The command's own bar is the progress display: no loading bars from transformers / huggingface_hub.
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")

@@ -7,7 +7,6 @@ the semantic models are imported and loaded on the encode path only.
 from __future__ import annotations
 
 import copy
-import json
 import os
 import threading
 from pathlib import Path
@@ -18,15 +17,13 @@ from PIL import Image
 from . import imaging
 from .config import DEFAULT_MODEL, Precision
 from .container import Header, SelicFile, info, pack, read_header, unpack
-from .errors import DesyncError, ImageTooLargeError, UnknownModelError, WeightsNotFoundError
+from .errors import DesyncError, ImageTooLargeError, UnknownModelError
 from .model import SelicModel
 from .model.determinism import onednn_conv
-from .model.io import load_weights, model_id, read_metadata, weights_digest
 from .model.tiling import tile_size
 from .precision import onednn_bf16, resolve
-from .weights import WEIGHTS_DIR, sha256_file, shipped_weights_path
-
-MANIFEST = WEIGHTS_DIR / "manifest.json"  # {file name: {"sha256": ..., "model_id": ...}}
+from .weights import WEIGHTS_DIR, resolve_weights
+from .weights.files import load_weights, model_id, read_metadata, weights_digest
 
 
 def select_device(device: str | torch.device | None = None) -> torch.device:
@@ -51,27 +48,6 @@ def transform_dtype(precision: Precision | None, device: torch.device) -> torch.
     return dtype
 
 
-def _manifest() -> dict[str, dict[str, str]]:
-    return json.loads(MANIFEST.read_text()) if MANIFEST.exists() else {}
-
-
-def resolve_weights(model: str | os.PathLike) -> Path:
-    """A preset name ("small") -> the shipped file, checked against its recorded sha256; a path -> itself."""
-    path = Path(model)
-    if path.suffix == ".safetensors":
-        if not path.is_file():
-            raise WeightsNotFoundError(f"weights file {path} does not exist")
-        return path
-    path = shipped_weights_path(str(model))
-    record = _manifest().get(path.name)
-    if not path.is_file() or record is None:
-        raise WeightsNotFoundError(
-            f"the shipped weights for model {model!r} are not installed ({path}); train them with "
-            "`selic train` and `selic export`, or pass model=PATH.safetensors"
-        )
-    if sha256_file(path) != record["sha256"]:
-        raise WeightsNotFoundError(f"{path} does not match its recorded sha256: reinstall selic")
-    return path
 
 
 class Engine:
@@ -176,9 +152,6 @@ def get_engine(model: str | os.PathLike = DEFAULT_MODEL, device: str | torch.dev
         engine = _by_path.get((path, str(dev)))
         if engine is None:
             net, mid = load_weights(path)
-            recorded = read_metadata(path).get("model_id")
-            if recorded and recorded != mid:
-                raise ValueError(f"{path}: model id in metadata ({recorded}) does not match its tensors ({mid})")
             engine = _by_path[(path, str(dev))] = _cache(net, dev, mid)
         return engine
 

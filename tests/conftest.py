@@ -1,12 +1,17 @@
-"""Shared fixtures: a tiny randomly initialised SELIC model registered with the engine."""
+"""Shared fixtures: a tiny randomly initialised SELIC model registered with the engine; `selic train` / `selic
+export` as tests call them."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
+
+if TYPE_CHECKING:
+    from selic_engine.config import TrainConfig
 
 os.environ.setdefault("SELIC_CAPTIONER", "none")  # no BLIP download attempts in tests unless a test asks
 os.environ.setdefault("SELIC_DEVICE", "cpu")
@@ -27,12 +32,28 @@ def tiny_engine():
 @pytest.fixture(scope="session")
 def tiny_weights(tmp_path_factory, tiny_engine):
     """The tiny model written as a .safetensors weights file."""
-    from selic_engine.model.io import save_weights
     from selic_engine.testing import build_tiny
+    from selic_engine.weights.files import save_weights
 
     path = tmp_path_factory.mktemp("weights") / "tiny.safetensors"
     save_weights(build_tiny(), path)
     return path
+
+
+def train_config(*flags: str) -> TrainConfig:
+    """The TrainConfig that `selic train FLAGS` runs."""
+    from selic_engine import cli
+
+    return cli.train_config(cli.parser().parse_args(["train", *flags]))
+
+
+def export(checkpoint: Path, out: Path, *flags: str) -> str:
+    """`selic export CHECKPOINT -o OUT [flags]`; returns the model id written."""
+    from selic_engine import cli
+    from selic_engine.weights.files import read_metadata
+
+    cli.main(["export", str(checkpoint), "-o", str(out), *flags])
+    return read_metadata(out)["model_id"]
 
 
 @pytest.fixture

@@ -13,10 +13,11 @@ import selic_engine as se
 from selic_engine import plugins
 from selic_engine.container import unpack
 from selic_engine.engine import Engine
-from selic_engine.model.io import load_weights, model_id
-from selic_engine.train import config_from_args
-from selic_engine.training.loop import ENCODER_SIDE, export, train
+from selic_engine.training.loop import train
+from selic_engine.weights import ENCODER_MODULES
+from selic_engine.weights.files import load_weights, model_id
 
+from .conftest import export, train_config
 from .test_plugins import HashEmbedder
 
 NEW_DIM = 24  # the plugin embedder's D; the tiny model was trained for 384
@@ -41,11 +42,11 @@ def adapter_weights(tmp_path_factory, tiny_weights) -> Path:
     """Three adapter steps on the tiny model for a 24-d plugin embedder, exported as weights."""
     tmp_path = tmp_path_factory.mktemp("adapter")
     data = make_dataset(tmp_path / "data")
-    cfg = config_from_args([
+    cfg = train_config(
         "--data", str(data), "--out", str(tmp_path / "run"), "--init-weights", str(tiny_weights),
         "--adapter", "--embedder", "hook", "--steps", "3", "--batch-size", "2", "--crop", "64", "--min-crop", "64",
         "--workers", "0", "--val-every", "0", "--val-images", "0", "--lr", "1e-3",
-    ])
+    )
     with pytest.MonkeyPatch.context() as mp, plugins.isolated():
         mp.setenv("SELIC_CACHE", str(tmp_path / "cache"))
         plugins.register(HashEmbedder(NEW_DIM))
@@ -64,7 +65,7 @@ def test_adapter_changes_only_the_encoder(adapter_weights, tiny_weights, tiny_en
     assert adapted.fusion.project[0].in_features == NEW_DIM
     a, s = adapted.state_dict(), stock.state_dict()
     changed = {k.split(".", 1)[0] for k in s if a[k].shape != s[k].shape or not torch.equal(a[k], s[k])}
-    assert changed and changed <= set(ENCODER_SIDE)
+    assert changed and changed <= set(ENCODER_MODULES)
     assert model_id(a) == model_id(s)
 
 
@@ -87,8 +88,8 @@ def test_adapter_files_decode_with_the_stock_weights(adapter_weights, tiny_weigh
 def test_adapter_needs_a_model_to_adapt(tmp_path, monkeypatch):
     monkeypatch.setenv("SELIC_CACHE", str(tmp_path / "cache"))
     data = make_dataset(tmp_path / "data", count=1)
-    cfg = config_from_args(["--data", str(data), "--out", str(tmp_path / "run"), "--adapter", "--embedder", "hook",
-                            "--preset", "paper", "--workers", "0"])
+    cfg = train_config("--data", str(data), "--out", str(tmp_path / "run"), "--adapter", "--embedder", "hook",
+                       "--preset", "paper", "--workers", "0")
     with plugins.isolated(), pytest.raises(ValueError, match="--init-weights"):
         plugins.register(HashEmbedder(NEW_DIM))
         train(cfg)

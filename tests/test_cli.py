@@ -134,3 +134,32 @@ def test_progress_bar_and_per_file_lines_do_not_interleave(two_file_run):
 
 def test_model_loading_bars_stay_quiet(two_file_run):
     assert "Loading" not in two_file_run and "it/s" not in two_file_run, two_file_run
+
+
+def test_train_has_a_flag_for_every_train_config_field(capsys):
+    import dataclasses
+
+    from selic_engine.config import TrainConfig
+
+    with pytest.raises(SystemExit) as done:
+        cli.main(["train", "--help"])
+    assert done.value.code == 0
+    usage = capsys.readouterr().out
+    assert usage.startswith("usage: selic train") and "--config" in usage
+    for f in dataclasses.fields(TrainConfig):
+        assert "--" + f.name.replace("_", "-") in usage, f.name
+
+
+def test_train_flags_override_the_config_file(tmp_path):
+    from .conftest import train_config
+
+    config = tmp_path / "run.json"
+    config.write_text(json.dumps({"steps": 7, "lr": 0.1, "adapter": True}))
+    cfg = train_config("--config", str(config), "--lr", "0.5", "--precision", "float32")
+    assert (cfg.steps, cfg.lr, cfg.adapter, cfg.precision, cfg.batch_size) == (7, 0.5, True, "float32", 8)
+
+
+def test_python_m_selic_engine_runs_the_cli():
+    out = subprocess.run([sys.executable, "-m", "selic_engine", "train", "--help"], capture_output=True, text=True,
+                         timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert out.returncode == 0 and "--batch-size" in out.stdout, out.stderr

@@ -166,7 +166,7 @@ def test_decode_in_fresh_process_matches(tiny_weights, tmp_path, photo):
 
 
 def test_weights_file_round_trip(tiny_weights, photo):
-    from selic_engine.model.io import load_weights, read_metadata
+    from selic_engine.weights.files import load_weights, read_metadata
 
     model, mid = load_weights(tiny_weights)
     assert read_metadata(tiny_weights)["model_id"] == mid
@@ -184,11 +184,11 @@ def test_unknown_model_is_a_clear_error(tiny_engine, photo):
 
 
 def test_missing_shipped_weights_refused(monkeypatch, tmp_path):
-    import selic_engine.engine as engine
+    from selic_engine import weights
 
-    monkeypatch.setattr(engine, "shipped_weights_path", lambda name: tmp_path / f"selic-{name}.safetensors")
+    monkeypatch.setattr(weights, "WEIGHTS_DIR", tmp_path)
     with pytest.raises(se.WeightsNotFoundError, match="not installed"):
-        engine.resolve_weights("small")
+        weights.resolve_weights("small")
 
 
 def test_device_selection(monkeypatch):

@@ -54,8 +54,8 @@ def test_training_and_export_import_from_the_installed_wheel(wheel, tmp_path):
     target = tmp_path / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-index", "--target", str(target),
                     str(wheel)], check=True, timeout=300)
-    code = ("import selic_engine, selic_engine.train, selic_engine.training.loop as loop; "
-            "print(loop.__file__); loop.export")
+    code = ("import selic_engine, selic_engine.training.loop as loop, selic_engine.weights.files; "
+            "print(loop.__file__); selic_engine.weights.files.export")
     # -S: no site-packages .pth files, so the editable install of this checkout cannot answer the imports
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(target), sysconfig.get_paths()["purelib"]])}
     out = subprocess.run([sys.executable, "-S", "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,

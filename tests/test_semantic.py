@@ -263,7 +263,7 @@ DECODE_ONLY = textwrap.dedent("""
 
 
 def test_decoding_never_imports_the_semantic_branch(tiny_engine, tiny_weights, photo, tmp_path):
-    from selic_engine.model.io import read_metadata
+    from selic_engine.weights.files import read_metadata
 
     assert read_metadata(tiny_weights)["model_id"] == tiny_engine.model_id
     plugins.register(HashEmbedder(tiny_engine.config.text_dim))

@@ -16,7 +16,9 @@ from PIL import Image
 from selic_engine.config import TrainConfig
 from selic_engine.testing import TINY
 from selic_engine.training import checkpoint
-from selic_engine.training.loop import export, train
+from selic_engine.training.loop import train
+
+from .conftest import export, train_config
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +63,7 @@ def test_resume_is_exact(dataset, tmp_path):
 def test_weight_average_is_validated_and_exported(dataset, tmp_path):
     """The EMA follows the weights (decay 0.5 over 3 steps is neither the first nor the last weights) and is
     what `export` ships unless raw=True."""
-    from selic_engine.model.io import load_weights
+    from selic_engine.weights.files import load_weights
 
     ckpt = train(config(dataset, tmp_path / "run", steps=3, ema_decay=0.5))
     state = checkpoint.load(ckpt)
@@ -69,10 +71,11 @@ def test_weight_average_is_validated_and_exported(dataset, tmp_path):
     ema = state["ema"]["module.g_s.0.conv1.weight"]
     assert int(state["ema"]["n_averaged"]) == 4  # the starting weights, then one update per step
     assert not torch.equal(raw, ema)
-    exported, _ = load_weights(export(ckpt, tmp_path / "ema.safetensors") and tmp_path / "ema.safetensors")
+    export(ckpt, tmp_path / "ema.safetensors")
+    exported, _ = load_weights(tmp_path / "ema.safetensors")
     assert torch.equal(exported.state_dict()["g_s.0.conv1.weight"], ema)
-    exported_raw, _ = load_weights(export(ckpt, tmp_path / "raw.safetensors", raw=True) and
-                                   tmp_path / "raw.safetensors")
+    export(ckpt, tmp_path / "raw.safetensors", "--raw")
+    exported_raw, _ = load_weights(tmp_path / "raw.safetensors")
     assert torch.equal(exported_raw.state_dict()["g_s.0.conv1.weight"], raw)
     with pytest.raises(ValueError, match="ema_decay"):
         train(config(dataset, tmp_path / "bad", ema_decay=1.5))
@@ -104,8 +107,8 @@ def test_export_writes_weights_and_refuses_other_config(dataset, tmp_path):
 
     data = se.encode(np.zeros((40, 50, 3), np.uint8), 3, caption=False, model=out)
     assert se.decode(data).size == (50, 40)
-    with pytest.raises(ValueError, match="does not match"):
-        export(ckpt, tmp_path / "x.safetensors", "small")
+    with pytest.raises(SystemExit, match="does not match"):
+        export(ckpt, tmp_path / "x.safetensors", "--preset", "small")
 
 
 def test_float16_export_halves_the_file_and_codes_like_float32(dataset, tmp_path):
@@ -116,7 +119,7 @@ def test_float16_export_halves_the_file_and_codes_like_float32(dataset, tmp_path
 
     ckpt = train(config(dataset, tmp_path / "run", steps=1))
     full, half = tmp_path / "full.safetensors", tmp_path / "half.safetensors"
-    mid_full, mid_half = export(ckpt, full), export(ckpt, half, float16=True)
+    mid_full, mid_half = export(ckpt, full), export(ckpt, half, "--float16")
     assert mid_full != mid_half  # different decoder weights, so a different id
 
     def float_bytes(path: Path) -> tuple[int, set[torch.dtype]]:
@@ -140,7 +143,7 @@ def test_float16_export_halves_the_file_and_codes_like_float32(dataset, tmp_path
 def test_ddp_two_cpu_processes_keep_identical_replicas(dataset, tmp_path):
     out = tmp_path / "ddp"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           "-m", "selic_engine.train", "--preset", str(dataset / "tiny.json"), "--data", str(dataset),
+           "-m", "selic_engine", "train", "--preset", str(dataset / "tiny.json"), "--data", str(dataset),
            "--out", str(out), "--batch-size", "2", "--crop", "64", "--min-crop", "64", "--workers", "0",
            "--val-every", "0", "--val-images", "2", "--steps", "3", "--threads", "1"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -193,7 +196,6 @@ def test_gpu_burst_trains_on_cpu_from_a_packed_dataset(dataset, tmp_path, monkey
     """The burst's data pack and training config, run here on the CPU (tiny preset, small crops)."""
     import dataclasses
 
-    from selic_engine.train import config_from_args
     from selic_engine.training.burst import burst_config, device_command, pack_data, train_args
     from selic_engine.training.data import list_images, split_holdout
 
@@ -204,7 +206,7 @@ def test_gpu_burst_trains_on_cpu_from_a_packed_dataset(dataset, tmp_path, monkey
         list_images(packed))  # the validation hold-out never travels
     assert all(max(Image.open(packed / p).size) <= 96 for p in list_images(packed))
     cfg = burst_config(str(packed), str(tmp_path / "run"), minutes=0.05, preset=str(dataset / "tiny.json"))
-    assert config_from_args(train_args(cfg)) == cfg  # the command line carries exactly this config
+    assert train_config(*train_args(cfg)) == cfg  # the command line carries exactly this config
     command = device_command()
     assert "--batch-size=16" in command and "--crop=256" in command and "--minutes=9.0" in command
     cfg = dataclasses.replace(cfg, batch_size=2, crop=64, min_crop=64, workers=0, threads=1)

@@ -16,7 +16,7 @@ import pytest
 
 import selic_engine as se
 import selic_engine.engine as engine
-from selic_engine import cli
+from selic_engine import cli, weights
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("selic_engine", "pillow_selic", "benchmarks")
@@ -31,13 +31,12 @@ def weights_dir(monkeypatch, tmp_path, tiny_weights) -> Path:
     shutil.copyfile(tiny_weights, path)
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
     (tmp_path / "manifest.json").write_text(json.dumps({path.name: {"sha256": digest}}))
-    monkeypatch.setattr(engine, "shipped_weights_path", lambda name: tmp_path / f"selic-{name}.safetensors")
-    monkeypatch.setattr(engine, "MANIFEST", tmp_path / "manifest.json")
+    monkeypatch.setattr(weights, "WEIGHTS_DIR", tmp_path)
     return tmp_path
 
 
 def test_shipped_weights_load_when_their_sha256_matches(weights_dir):
-    assert engine.resolve_weights("small") == weights_dir / "selic-small.safetensors"
+    assert weights.resolve_weights("small") == weights_dir / "selic-small.safetensors"
 
 
 def test_tampered_shipped_weights_are_refused(weights_dir, monkeypatch):
@@ -48,7 +47,7 @@ def test_tampered_shipped_weights_are_refused(weights_dir, monkeypatch):
     loads: list[Path] = []
     monkeypatch.setattr(engine, "load_weights", lambda p: loads.append(p))
     with pytest.raises(se.WeightsNotFoundError, match="sha256"):
-        engine.resolve_weights("small")
+        weights.resolve_weights("small")
     with pytest.raises(se.WeightsNotFoundError, match="sha256"):
         se.encode(np.zeros((8, 8, 3), np.uint8), 4, caption=False, model="small")
     assert not loads  # refused before a single tensor was read
@@ -57,15 +56,13 @@ def test_tampered_shipped_weights_are_refused(weights_dir, monkeypatch):
 def test_weights_without_a_manifest_entry_are_refused(weights_dir):
     (weights_dir / "manifest.json").write_text("{}")
     with pytest.raises(se.WeightsNotFoundError, match="not installed"):
-        engine.resolve_weights("small")
+        weights.resolve_weights("small")
 
 
 def test_shipped_manifest_matches_the_shipped_files():
     """Whatever the package ships is recorded, and the records are right (nothing to check before export)."""
-    from selic_engine.weights import WEIGHTS_DIR
-
-    manifest_path = WEIGHTS_DIR / "manifest.json"
-    shipped = sorted(WEIGHTS_DIR.glob("*.safetensors"))
+    manifest_path = weights.WEIGHTS_DIR / weights.MANIFEST
+    shipped = sorted(weights.WEIGHTS_DIR.glob("*.safetensors"))
     if not shipped:
         pytest.skip("no shipped weights in this checkout yet")
     manifest = json.loads(manifest_path.read_text())
@@ -91,7 +88,7 @@ def test_pickled_weights_are_never_loaded(tmp_path, suffix, monkeypatch):
     path.write_bytes(pickle.dumps(_Exploit(marker)))
     monkeypatch.setattr("torch.load", lambda *a, **k: pytest.fail("torch.load called"))
     with pytest.raises(se.WeightsNotFoundError):
-        engine.resolve_weights(path)
+        weights.resolve_weights(path)
     with pytest.raises(se.WeightsNotFoundError):
         se.encode(np.zeros((8, 8, 3), np.uint8), 4, caption=False, model=path)
     assert not marker.exists()

@@ -79,8 +79,8 @@ class SelicModel(CompressionModel):
         # model always stays in float32, since likelihoods need the precision. Not saved: coding is float32.
         self.transform_autocast: torch.dtype | None = None
 
-    # Module groups: the decoder needs these and only these (the model id hashes them).
-    DECODER_MODULES = ("h_s", "entropy_bottleneck", "charm", "g_s", "gains")
+    # What picks a probability table: coding_layout runs these on the CPU in float64. (The encoder and decoder
+    # groups, which the model id depends on, are in selic_engine.weights.)
     PRIOR_MODULES = ("h_s", "entropy_bottleneck", "charm")
 
     def _transform_precision(self, t: Tensor, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:

@@ -113,8 +113,8 @@ def device_command(minutes: float = 9.0, burst: Path = BURST_DIR) -> str:
     train = shlex.join(train_args(cfg))
     return (f"python3 -m pip install -q --no-index --no-deps --target /tmp/site {burst}/wheels/*.whl && "
             f"export PYTHONPATH=/tmp/site:$PWD SELIC_CACHE=$PWD/{burst}/cache PYTHONUNBUFFERED=1 && nvidia-smi -L && "
-            f"python3 -m selic_engine.train {train} && "
-            "python3 -m selic_engine.cli export /tmp/burst-run/last.pt -o $OUT/selic-small.safetensors --float16 && "
+            f"python3 -m selic_engine train {train} && "
+            "python3 -m selic_engine export /tmp/burst-run/last.pt -o $OUT/selic-small.safetensors --float16 && "
             "cp /tmp/burst-run/log.jsonl /tmp/burst-run/last.pt $OUT/")
 
 

@@ -1,4 +1,5 @@
-"""Full training checkpoints (model, optimizers, step, RNG), written atomically, loaded without pickles of code."""
+"""Full training checkpoints (model, optimizers, step, RNG), written atomically, loaded without pickles of code;
+and the trained model inside one, for `selic export`."""
 
 from __future__ import annotations
 
@@ -8,6 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from ..config import ModelConfig, preset
+from ..model import SelicModel
+from .averaging import averaged_weights
 
 
 def rng_state() -> dict[str, Any]:
@@ -33,3 +38,23 @@ def save(path: Path, payload: dict[str, Any]) -> None:
 def load(path: Path) -> dict[str, Any]:
     """weights_only=True: tensors and plain containers only, no arbitrary unpickling."""
     return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def trained_model(path: Path, preset_name: str | None = None, raw: bool = False) -> tuple[SelicModel, dict[str, str]]:
+    """The model a checkpoint trained, and the history its exported weights record (step, training seconds,
+    whether averaged), so that training from those weights counts on; refuses a config other than preset_name's.
+
+    The weight average is the model when the checkpoint has one (raw=True: the last step's weights).
+    """
+    state = load(path)
+    cfg = preset(preset_name) if preset_name else None
+    ckpt_cfg = ModelConfig.from_json(state["config"])
+    if cfg is not None and cfg != ckpt_cfg:
+        raise ValueError(f"checkpoint config {ckpt_cfg.name!r} does not match preset {cfg.name!r}")
+    model = SelicModel(ckpt_cfg)
+    model.load_state_dict(state["model"])
+    averaged = "ema" in state and not raw
+    if averaged:
+        model.load_state_dict(averaged_weights(state["ema"]))
+    return model, {"step": str(state["step"]), "train_seconds": f"{state.get('train_seconds', 0):.0f}",
+                   "averaged": str(averaged).lower()}

@@ -1,4 +1,8 @@
-"""Weights files: safetensors only, with the model config in the metadata and a decoder-weights id."""
+"""Weights files: safetensors only, with the model config in the metadata and a decoder-weights id.
+
+Loading, saving and exporting need torch and the model; the paths, manifest and module groups beside them
+(selic_engine.weights) do not.
+"""
 
 from __future__ import annotations
 
@@ -13,12 +17,13 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from ..config import ModelConfig
-from .selic import SelicModel
+from ..model import SelicModel
+from . import DECODER_MODULES, record_in_manifest
 
 
 def model_id(state: dict[str, torch.Tensor]) -> str:
     """16 hex digits of sha256 over the decoder-side tensors: a file names the exact decoder it needs."""
-    return _digest(state, SelicModel.DECODER_MODULES)
+    return _digest(state, DECODER_MODULES)
 
 
 def weights_digest(state: dict[str, torch.Tensor]) -> str:
@@ -79,17 +84,39 @@ def _open(path: Path) -> Iterator[Any]:
 
 
 def read_metadata(path: Path) -> dict[str, str]:
+    """The file's metadata (config, model id, storage, training history) without reading a tensor."""
     with _open(path) as f:
         return dict(f.metadata() or {})
 
 
 def load_weights(path: Path) -> tuple[SelicModel, str]:
-    """Returns (model in eval mode on the CPU, model id recomputed from the tensors)."""
+    """Returns (model in eval mode on the CPU, model id recomputed from the tensors).
+
+    A file whose recorded model id differs from its tensors is refused: files would name the wrong decoder.
+    """
     with _open(path) as f:
         meta = f.metadata() or {}
         if "config" not in meta:
             raise ValueError(f"{path}: not a selic weights file (no config metadata)")
         state = {k: f.get_tensor(k) for k in f.keys()}
+    mid, recorded = model_id(state), meta.get("model_id")
+    if recorded and recorded != mid:
+        raise ValueError(f"{path}: model id in metadata ({recorded}) does not match its tensors ({mid})")
     model = SelicModel(ModelConfig.from_json(meta["config"]))
     model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
-    return model.eval(), model_id(state)
+    return model.eval(), mid
+
+
+def export(model: SelicModel, path: Path, metadata: dict[str, str] | None = None, float16: bool = False) -> str:
+    """A trained model -> shipped weights: rounded to the stored precision (in place), entropy tables rebuilt
+    from the rounded weights, written with `metadata` and recorded in the manifest beside; returns the model id.
+
+    float16 halves the file; because the tables come from the rounded weights, the model that made them is
+    the one in the file, and loading upcasts it exactly.
+    """
+    dtype = torch.float16 if float16 else torch.float32
+    round_weights(model, dtype)
+    model.update(force=True)
+    mid = save_weights(model.eval(), path, metadata, dtype)
+    record_in_manifest(path, mid)
+    return mid

@@ -1,0 +1,100 @@
+"""What a run writes while it trains: the progress bar, log.jsonl and the resumable checkpoint last.pt.
+
+Only rank 0 writes; on the other ranks the bar is disabled and every write does nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.optim.swa_utils import AveragedModel
+from tqdm import tqdm
+
+from ..config import TrainConfig
+from ..model import SelicModel
+from ..precision import machine_kind
+from . import checkpoint
+from .optim import Optimizers
+
+LOG_EVERY = 50  # steps between log.jsonl lines
+
+
+def last_checkpoint(cfg: TrainConfig) -> Path:
+    """The checkpoint every session rewrites, and the one `--resume auto` resumes."""
+    return Path(cfg.out) / "last.pt"
+
+
+class RunRecord:
+    """One session of a run: opening it logs the machine and config and starts the clock that `train_seconds`
+    (carried across sessions in the checkpoint) and the rates count from."""
+
+    def __init__(self, cfg: TrainConfig, rank: int, world: int, step: int, train_seconds: float,
+                 precision: torch.dtype) -> None:
+        self.cfg, self.rank, self.world = cfg, rank, world
+        self.out_dir = Path(cfg.out)
+        self.seconds_before = train_seconds
+        self.log = None
+        if rank == 0:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            self.log = open(self.out_dir / "log.jsonl", "a")
+            self._write({"step": step, "start": {"machine": machine_kind(), "precision": str(precision),
+                                                 "threads": torch.get_num_threads(), "world": world,
+                                                 "train_config": vars(cfg)}, "time": time.time()})
+        self.bar = tqdm(total=cfg.steps, initial=step, disable=rank != 0, unit="step", smoothing=0.05,
+                        mininterval=0.1 if sys.stderr.isatty() else 60)  # a log file gets a line a minute
+        self.t0 = time.time()
+        self.deadline = self.t0 + 60 * cfg.minutes if cfg.minutes else math.inf
+
+    def _write(self, record: dict[str, Any]) -> None:
+        if self.log is not None:
+            self.log.write(json.dumps(record) + "\n")
+            self.log.flush()
+
+    def _steps_per_s(self) -> float:
+        return (self.bar.n - self.bar.initial) / (time.time() - self.t0)
+
+    def stepped(self, step: int, loss: torch.Tensor, bpp: torch.Tensor, mse: torch.Tensor, lr: float,
+                skipped: int) -> None:
+        """After each step: the bar, and every LOG_EVERY steps a log line."""
+        self.bar.update(1)
+        if self.rank:
+            return
+        self.bar.set_postfix(refresh=False, loss=f"{loss.item():.3f}", bpp=f"{bpp.mean().item():.3f}",
+                             img_s=f"{self.cfg.batch_size * self.world * self._steps_per_s():.1f}")
+        if step % LOG_EVERY == 0:
+            self._write({"step": step, "loss": loss.item(), "bpp": bpp.mean().item(), "mse": mse.mean().item(),
+                         "lr": lr, "time": time.time(), "steps_per_s": self._steps_per_s(), "skipped": skipped})
+
+    def validated(self, step: int, results: dict[str, dict[str, dict[str, float]]]) -> None:
+        """Log validation results (see validation.validate_run) and show them under the bar."""
+        self._write({"step": step, **results, "time": time.time()})
+        for key, rows in results.items():
+            if rows:
+                self.bar.write(f"step {step} {key} " + " ".join(f"{k}: {r['bpp']:.3f} bpp {r['psnr']:.2f} dB"
+                                                               for k, r in rows.items()))
+
+    def save(self, step: int, model: SelicModel, optimizers: Optimizers, average: AveragedModel | None) -> None:
+        """Write last.pt: everything an exact resume needs. Non-finite weights are refused, keeping the previous
+        checkpoint."""
+        if self.rank:
+            return
+        if not all(torch.isfinite(p).all() for p in model.parameters()):
+            raise FloatingPointError(f"non-finite weights at step {step}: the previous checkpoint is kept")
+        payload = {"model": model.state_dict(), **optimizers.state_dict(), "step": step,
+                   "rng": checkpoint.rng_state(), "config": model.config.to_json(),
+                   "train_config": json.dumps(vars(self.cfg)),
+                   "train_seconds": self.seconds_before + time.time() - self.t0}
+        if average is not None:
+            payload["ema"] = average.state_dict()
+        checkpoint.save(last_checkpoint(self.cfg), payload)
+
+    def close(self) -> None:
+        self.bar.close()
+        if self.log is not None:
+            self.log.close()
