@@ -232,11 +232,11 @@ def stage_times(image: Image.Image, cfg: dict[str, Any], precision: str | None) 
             runs.append(time.perf_counter() - t0)
         return statistics.median(runs[1:])
 
-    y_hat = model.decode_latent(f.z_stream, f.y_stream, z_shape)[0]
+    y_hat = model.latent_codec.decompress(f.z_stream, f.y_stream, z_shape)[0]
     t_encode = timed(lambda: model.compress(x, cfg["quality"], dtype=dtype))
     t_g_a = timed(lambda: analyze_tiled(lambda w: model.analyze(w, q, None, None, dtype), x, model.config.M))
     return {"stages_s": {"encode_total": t_encode, "g_a": t_g_a, "encode_entropy_and_prior": t_encode - t_g_a,
-                         "decode_entropy_and_prior": timed(lambda: model.decode_latent(f.z_stream, f.y_stream,
+                         "decode_entropy_and_prior": timed(lambda: model.latent_codec.decompress(f.z_stream, f.y_stream,
                                                                                         z_shape)),
                          "g_s": timed(lambda: synthesize_tiled(lambda w: model.synthesize(w, q, dtype), y_hat,
                                                                (image.height, image.width)))}}

@@ -266,14 +266,14 @@ def test_banded_parameter_nets_match_the_whole_latent():
 
 def test_hyper_bands_match_the_whole_latent_h_s(tiny_engine):
     """Each coding band's means and scales are the rows a whole-latent h_s gives (its margin covers h_s's reach)."""
-    from selic_engine.model.selic import coding_bands
+    from selic_engine.container import coding_bands
 
     model = tiny_engine.model
     z_hat = torch.randn(1, model.config.Nz, 37, 5, dtype=torch.float64).mul_(4).round_()
     with torch.no_grad():
         means, scales = model.h_s(z_hat).chunk(2, dim=1)
         for r0, r1 in coding_bands(4 * 37):
-            band_means, band_scales = model._hyper_band(z_hat, (r0, r1))
+            band_means, band_scales = model.latent_codec._hyper_band(z_hat, (r0, r1))
             assert torch.allclose(band_means, means[..., r0:r1, :], rtol=0, atol=1e-12)
             assert torch.allclose(band_scales, scales[..., r0:r1, :], rtol=0, atol=1e-12)
 
@@ -295,7 +295,8 @@ def test_tall_image_is_coded_in_bands_and_round_trips(tiny_engine):
     assert whole.y_stream != f.y_stream  # the band edge changed the ChARM context
     # and a reader with another band layout decodes other symbols (or runs out), never the file's
     try:
-        _, digest = tiny_engine.model.decode_latent(f.z_stream, f.y_stream, f.header.z_shape, band_rows=1 << 20)
+        _, digest = tiny_engine.model.latent_codec.decompress(f.z_stream, f.y_stream, f.header.z_shape,
+                                                              band_rows=1 << 20)
     except se.DesyncError:
         return
     assert digest != f.header.symbol_hash

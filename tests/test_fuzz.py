@@ -270,10 +270,7 @@ def _hostile_streams(rng: np.random.Generator) -> dict[str, bytes]:
 
 
 def _tables(model, which: str) -> Tables:
-    if which == "charm":
-        return model.charm.tables()
-    eb = model.entropy_bottleneck
-    return Tables.of(eb._quantized_cdf, eb._cdf_length, eb._offset)
+    return model.charm.tables() if which == "charm" else model.latent_codec.z_tables()
 
 
 def _likeliest_escape(t: Tables) -> int:
@@ -364,10 +361,11 @@ def test_escape_budget_holds_every_legitimate_stream(tiny_engine):
 def test_rans_guard_leaves_valid_streams_alone(tiny_engine):
     """A legitimate stream is read exactly to its end, so the padding never changes what it decodes to."""
     eb = tiny_engine.model.entropy_bottleneck
-    z = torch.randn(1, eb._quantized_cdf.shape[0], 6, 5, dtype=torch.float64) * 3
+    z = torch.randn(1, eb.channels, 6, 5, dtype=torch.float64) * 3
     stream = eb.compress(z)[0]
-    indexes = eb._build_indexes(z.size())[0].reshape(-1).tolist()
-    cdfs, lens, offs = eb._quantized_cdf.tolist(), eb._cdf_length.tolist(), eb._offset.tolist()
+    indexes = torch.arange(eb.channels).repeat_interleave(6 * 5).tolist()  # table c for channel c, in C order
+    t = tiny_engine.model.latent_codec.z_tables()
+    cdfs, lens, offs = t.cdf, t.length_list, t.offset_list
     guarded = guard_rans_stream(stream, len(indexes), len(indexes))
     assert guarded.startswith(stream) and len(guarded) % 4 == 0
     plain, words_read = reference_decode(stream, indexes, cdfs, lens, offs)

@@ -88,7 +88,7 @@ def test_tiled_synthesis_matches_whole_image_without_seams(tiny_engine, big):
     """The decoder's g_s in 384-px tiles vs in one piece, on a real decoded latent: > 45 dB and no seams."""
     model = tiny_engine.model
     coded = model.compress(as_tensor(big), 4.0)
-    y_hat = model.decode_latent(coded.z_stream, coded.y_stream, coded.z_shape)[0]
+    y_hat = model.latent_codec.decompress(coded.z_stream, coded.y_stream, coded.z_shape)[0]
     q = torch.tensor([4.0])
     with torch.no_grad(), onednn_conv():
         whole = model.synthesize(y_hat, q)[..., :900, :1300].clamp(0, 1)
@@ -192,7 +192,7 @@ m, f = engine.model, unpack(data)
 r = min((a for a, _ in spans(-(-{h} // 64) * 64, 1024)[1:]), key=lambda e: abs(e - {h} // 2)) // 16
 c = min((a for a, _ in spans(-(-{w} // 64) * 64, 1024)[1:]), key=lambda e: abs(e - {w} // 2)) // 16
 with torch.no_grad(), onednn_conv():
-    y_hat = m.decode_latent(f.z_stream, f.y_stream, (-(-{h} // 64), -(-{w} // 64)))[0]
+    y_hat = m.latent_codec.decompress(f.z_stream, f.y_stream, (-(-{h} // 64), -(-{w} // 64)))[0]
     window = m.synthesize(y_hat[..., r - 16 : r + 16, c - 16 : c + 16], torch.tensor([4.0]))[0, :, 128:384, 128:384]
 expected = window.clamp(0, 1).mul(255).round().to(torch.uint8).permute(1, 2, 0).numpy()
 got = out[r * 16 - 128 : r * 16 + 128, c * 16 - 128 : c * 16 + 128]

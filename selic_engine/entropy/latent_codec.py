@@ -86,12 +86,16 @@ class HyperpriorChARM(LatentCodec):
         p = next(self.h_s.parameters())
         return p.device, p.dtype
 
+    def z_tables(self) -> Tables:
+        """The hyper-latent's rANS tables: one per channel (compressai's factorized prior)."""
+        eb = self.entropy_bottleneck
+        return Tables.of(eb.quantized_cdf, eb.cdf_length, eb.offset)
+
     def _z_hat(self, z_stream: bytes, z_shape: tuple[int, int]) -> Tensor:
         """z decoded through the guard, with compressai's factorized-prior layout (table c for channel c)."""
         eb = self.entropy_bottleneck
         indexes = torch.arange(self.Nz, dtype=torch.int32).reshape(1, -1, 1, 1).expand(1, -1, *z_shape)
-        tables = Tables.of(eb.quantized_cdf, eb.cdf_length, eb.offset)
-        symbols = GuardedDecoder(z_stream, indexes.numel(), tables).decode(indexes)
+        symbols = GuardedDecoder(z_stream, indexes.numel(), self.z_tables()).decode(indexes)
         medians = eb.quantiles.detach()[:, 0, 1].reshape(1, -1, 1, 1)
         return eb.dequantize(symbols, medians, medians.dtype)
 

@@ -147,10 +147,11 @@ def _data_parallel(model: SelicModel, world: int) -> nn.Module:
     """The model under DDP when there are several processes, else itself."""
     if world == 1:
         return model
-    # quantiles only get gradients from the aux loss, run outside DDP's forward; every rank computes the same
-    # aux gradient from identical weights, so they stay in step without the reducer.
+    # the aux parameters (quantiles) only get gradients from the aux loss, run outside DDP's forward; every rank
+    # computes the same aux gradient from identical weights, so they stay in step without the reducer.
+    aux = model.latent_codec.aux_parameters()
     DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(
-        model, [n for n, _ in model.named_parameters() if n.endswith(".quantiles")])
+        model, [n for n, p in model.named_parameters() if any(p is a for a in aux)])
     return DistributedDataParallel(model)
 
 

@@ -24,8 +24,9 @@ class Optimizers:
             for name, p in model.named_parameters():
                 p.requires_grad_(name.split(".", 1)[0] in ENCODER_MODULES)
         self.model, self.cfg = model, cfg
-        self.params = [p for n, p in model.named_parameters() if p.requires_grad and not n.endswith(".quantiles")]
-        aux_params = [p for n, p in model.named_parameters() if n.endswith(".quantiles") and not cfg.adapter]
+        aux_params = model.latent_codec.aux_parameters()
+        self.params = [p for p in model.parameters() if p.requires_grad and all(p is not a for a in aux_params)]
+        aux_params = [] if cfg.adapter else aux_params
         self.net = torch.optim.Adam(self.params, lr=cfg.lr)
         self.aux = torch.optim.Adam(aux_params, lr=cfg.aux_lr) if aux_params else None
         self.skipped = 0  # steps skipped for non-finite gradients, in this session
