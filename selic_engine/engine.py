@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import os
 import threading
+from collections import OrderedDict
 from pathlib import Path
 
 import torch
@@ -119,40 +120,52 @@ class Engine:
         return imaging.merge(pixels, h.mode, f.alpha)
 
 
-# Engines are cached by (digest of *all* weights, device): an encoder adapter shares its decoder, and so its
-# model id, with the stock model, but must not share its engine. Decoding looks engines up by model id.
-_engines: dict[tuple[str, str], Engine] = {}
-_by_path: dict[tuple[Path, str], Engine] = {}
+#: Engines loaded from weights files that stay cached at once, least recently used dropped first (each holds
+#: its model: about 50 MB in float32 for the small preset); a dropped one is loaded again when next needed.
+MAX_LOADED_ENGINES = 4
+
+# Two caches, both behind _lock. Registered in-memory models stay until the process ends (they cannot be loaded
+# again), one engine per (digest of *all* weights, device): an encoder adapter shares its decoder, and so its
+# model id, with the stock model, but must not share its engine. Engines loaded from files are keyed by
+# (path, device). Decoding looks engines up by model id in both.
+_registered: dict[tuple[str, str], Engine] = {}
+_loaded: OrderedDict[tuple[Path, str], Engine] = OrderedDict()
 _lock = threading.Lock()
 
 
-def _cache(model: SelicModel, dev: torch.device, mid: str) -> Engine:
-    key = (weights_digest(model.state_dict()), str(dev))
-    engine = _engines.get(key)
-    if engine is None:
-        engine = _engines[key] = Engine(model, dev, mid)
-    return engine
+def _engines() -> list[Engine]:
+    return [*_registered.values(), *_loaded.values()]
 
 
 def register_model(model: SelicModel, device: str | torch.device | None = None) -> Engine:
-    """Make an in-memory model (tests, experiments) available to encode/decode by its model id."""
+    """Make an in-memory model (tests, experiments) available to encode/decode by its model id.
+
+    The engine codes with its own copy: the caller's model is left as it was (coding moves the
+    probability side to float64 on the CPU), and later changes to it do not reach the engine.
+    """
     dev = select_device(device)
     with _lock:
-        return _cache(model, dev, model_id(model.state_dict()))
+        key = (weights_digest(model.state_dict()), str(dev))
+        if key not in _registered:
+            _registered[key] = Engine(copy.deepcopy(model), dev, model_id(model.state_dict()))
+        return _registered[key]
 
 
 def get_engine(model: str | os.PathLike = DEFAULT_MODEL, device: str | torch.device | None = None) -> Engine:
-    """The cached engine for a preset name, a weights path, or the model id of a registered model."""
+    """The cached engine for a preset name, a weights path, or the model id of a cached engine."""
     dev = select_device(device)
     with _lock:
-        for (_, d), engine in _engines.items():
-            if d == str(dev) and model == engine.model_id:
+        for engine in _engines():
+            if engine.device == dev and model == engine.model_id:
                 return engine
-        path = resolve_weights(model).resolve()
-        engine = _by_path.get((path, str(dev)))
-        if engine is None:
-            net, mid = load_weights(path)
-            engine = _by_path[(path, str(dev))] = _cache(net, dev, mid)
+        key = (resolve_weights(model).resolve(), str(dev))
+        if key in _loaded:
+            _loaded.move_to_end(key)
+            return _loaded[key]
+        net, mid = load_weights(key[0])
+        engine = _loaded[key] = Engine(net, dev, mid)
+        while len(_loaded) > MAX_LOADED_ENGINES:
+            _loaded.popitem(last=False)
         return engine
 
 
@@ -168,12 +181,13 @@ def engine_for_id(mid: str, device: str | torch.device | None = None) -> Engine:
     """An engine whose decoder weights have this id: loaded, registered, shipped, or on $SELIC_MODEL_PATH."""
     dev = select_device(device)
     with _lock:
-        same_id = [e for e in _engines.values() if e.model_id == mid]
+        same_id = [e for e in _engines() if e.model_id == mid]
         engine = next((e for e in same_id if e.device == dev), None)
-        if engine is None and same_id:  # the same weights, loaded for another device
-            engine = _cache(copy.deepcopy(same_id[0].model), dev, mid)
     if engine is not None:
         return engine
+    registered = next((e for e in same_id if e in _registered.values()), None)
+    if registered is not None:  # an in-memory model, registered for another device
+        return register_model(registered.model, dev)
     for path in _search_paths():
         try:
             if read_metadata(path).get("model_id") == mid:
@@ -181,7 +195,7 @@ def engine_for_id(mid: str, device: str | torch.device | None = None) -> Engine:
                 return get_engine(path.stem.removeprefix("selic-") if shipped else path, device)
         except (OSError, ValueError):
             continue
-    known = sorted({e.model_id for e in _engines.values()}) or "none"
+    known = sorted({e.model_id for e in _engines()}) or "none"
     raise UnknownModelError(
         f"this file needs selic model {mid}, which is not installed; known models: {known}. "
         "Put its .safetensors file on $SELIC_MODEL_PATH or upgrade selic."

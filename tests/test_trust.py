@@ -204,7 +204,7 @@ def test_failed_compress_leaves_no_partial_output(source, tmp_path, tiny_weights
     args = ["--model", str(tiny_weights), "--force"]
     expected: type[BaseException] = SystemExit
     if failure == "encoder raises":
-        monkeypatch.setattr(se, "encode", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("boom in g_a")))
+        monkeypatch.setattr(se.engine.Engine, "encode", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("boom")))
     elif failure == "bad quality":
         args += ["-q", "9"]
     elif failure == "missing model":
