@@ -7,14 +7,25 @@
     across images, fixed seed) vs the null vector; and how much the caption moves the fused latent,
     per channel, against the latent's own spread. If the encoder used the text, a wrong caption
     should cost something and the change should be more than a rounding error.
+(e) Fine-tune (opt-in, --finetune): from --model's weights, the encoder side alone (`selic train --adapter`,
+    decoder frozen) for the same steps, seed and data once with captions (dropout 0.2, the training default) and
+    once with every caption dropped; then on Kodak the captions-tuned encoder with its captions and with
+    caption=False, the no-captions-tuned one with caption=False, and the start with captions. Same start, same
+    decoder (the files keep its model id), so the difference is far less noisy than between two models trained
+    from scratch. Each exports its weight average over about the last 10% of the steps (--finetune-ema-decay;
+    the training default 0.999 would keep most of the start in a 400-step average). Runs go to
+    --runs/finetune-{captions,nocaptions} (a finished one is reused, so a rerun only evaluates); results to
+    ablation_finetune.json and section (e) of ablation.md.
 
-The training part is opt-in (--train) because it costs hours of CPU; it calls the project's own
-training loop with a variant of a preset (the `train` CLI only knows the fixed preset names).
+The training parts are opt-in (--train, --finetune) because they cost hours of CPU; --train calls the project's
+own training loop with a variant of a preset (the `train` CLI only knows the fixed preset names), --finetune
+calls `python -m selic_engine train --adapter` and `export --float16`.
 
     python -m benchmarks.ablation                                   # (a) only
     python -m benchmarks.ablation --train --steps 5000 --variants concat,add,mul,none [--seeds 0,1]
     python -m benchmarks.ablation --train --steps 2000 --pairs concat:0,add:0,mul:0,none:0,concat:1
     python -m benchmarks.ablation --no-semantic --probe --probe-qualities 1,4,8     # (d) only
+    python -m benchmarks.ablation --no-semantic --finetune --finetune-steps 400 --threads 2 --eval-threads 2  # (e)
 """
 
 from __future__ import annotations
@@ -26,6 +37,7 @@ import random
 import statistics
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +87,15 @@ def compare(test: dict[str, Any], anchor: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def versus(points_test: list[dict[str, Any]], points_anchor: list[dict[str, Any]]) -> dict[str, Any]:
+    """compare() of the two curves, and the per-image BD-rate (PSNR) with its mean and spread over the images."""
+    per_image = per_image_bd(points_test, points_anchor, "psnr")
+    finite = [v for v in per_image if not math.isnan(v)]
+    return {**compare(aggregate(points_test), aggregate(points_anchor)), "per_image_bd_rate_psnr": per_image,
+            "per_image_mean": statistics.fmean(finite) if finite else math.nan,
+            "per_image_stdev": statistics.stdev(finite) if len(finite) > 1 else math.nan}
+
+
 def reusable_points(rd_json: Path, model_id: str, names: list[str]) -> dict[str, list[dict[str, Any]]]:
     """rd_kodak.json's selic / selic-nocaption points, when they are of this model and these images."""
     if not rd_json.exists():
@@ -106,14 +127,8 @@ def semantic_gain(model: str, images: int, qualities: tuple[float, ...], rd_json
             log(f"semantic gain: measuring {name}")
             points[name] = measure_codec(codec, paths, captions, qualities)
     curves = {n: aggregate(p) for n, p in points.items()}
-    per_image = per_image_bd(points["selic"], points["selic-nocaption"], "psnr")
-    finite = [v for v in per_image if not math.isnan(v)]
     return {"model_id": model_id, "library": codecs["selic"].library, "images": names, "source": source,
-            "machine": machine(),
-            "curves": curves, **compare(curves["selic"], curves["selic-nocaption"]),
-            "per_image_bd_rate_psnr": per_image,
-            "per_image_mean": statistics.fmean(finite) if finite else math.nan,
-            "per_image_stdev": statistics.stdev(finite) if len(finite) > 1 else math.nan}
+            "machine": machine(), "curves": curves, **versus(points["selic"], points["selic-nocaption"])}
 
 
 # --- (b, c) trained fusion variants ---------------------------------------------------------------
@@ -336,10 +351,151 @@ def probe_reading(rows: list[dict[str, Any]], n: int) -> list[str]:
     return lines
 
 
+# --- (e) the encoder fine-tuned with and without captions, from the same start -------------------------
+
+#: run -> caption dropout: the training default, and every caption dropped
+FINETUNE_RUNS = {"captions": 0.2, "nocaptions": 1.0}
+#: curve -> (run whose encoder codes it, None for the start weights; encode with the Kodak captions?)
+FINETUNE_CURVES = {"start": (None, True), "captions": ("captions", True), "captions-nocaption": ("captions", False),
+                   "nocaptions": ("nocaptions", False)}
+#: comparison -> (test curve, anchor curve)
+FINETUNE_PAIRS = {"captions vs nocaptions": ("captions", "nocaptions"),
+                  "captions: with vs without its caption": ("captions", "captions-nocaption"),
+                  "captions vs start": ("captions", "start"), "nocaptions vs start": ("nocaptions", "start"),
+                  "captions-nocaption vs start": ("captions-nocaption", "start")}
+FINETUNE_CKPT_EVERY = 100
+
+
+def finetune_ema_decay(args: argparse.Namespace) -> float:
+    """The weight average that is exported: --finetune-ema-decay, else one over the last ~10% of the steps (the
+    training default 0.999 would leave ~2/3 of the start weights in the average of a 400-step run)."""
+    return args.finetune_ema_decay or min(0.999, max(0.5, 1 - 10 / args.finetune_steps))
+
+
+def finetune_run(args: argparse.Namespace, name: str, dropout: float, init: Path) -> dict[str, Any]:
+    """Train (or resume, or skip when finished) one encoder fine-tune with `selic train --adapter`, export its
+    weight average; returns where it is, how long it took and on what."""
+    from selic_engine.training.checkpoint import load
+
+    out = args.runs / f"finetune-{name}"
+    last, weights = out / "last.pt", out / "encoder.safetensors"
+    steps = args.finetune_steps
+    same = {"init_weights": str(init), "caption_dropout": dropout, "lr": args.finetune_lr, "seed": 0,
+            "ema_decay": finetune_ema_decay(args), "adapter": True, "batch_size": args.batch_size, "crop": args.crop}
+    state = load(last) if last.exists() else None
+    if state is not None:
+        old = json.loads(state["train_config"])
+        diff = {k: (old.get(k), v) for k, v in same.items() if old.get(k) != v}
+        if diff:
+            raise SystemExit(f"{out} holds a run with other settings (theirs, ours): {diff}; remove it or use --runs")
+    wall = None
+    if state is None or int(state["step"]) < steps:
+        log(f"finetune: training {name} (caption dropout {dropout:g}) to step {steps} -> {out}")
+        cmd = [sys.executable, "-m", "selic_engine", "train", "--adapter", "--init-weights", str(init),
+               "--embedder", "minilm", "--preset", "small", "--data", str(args.data), "--out", str(out),
+               "--resume", "auto", "--steps", str(steps), "--seed", "0", "--lr", repr(args.finetune_lr),
+               "--caption-dropout", repr(dropout), "--ema-decay", repr(same["ema_decay"]),
+               "--batch-size", str(args.batch_size), "--crop", str(args.crop), "--min-crop", str(args.crop),
+               "--val-every", "0", "--ckpt-every", str(min(steps, FINETUNE_CKPT_EVERY)),
+               "--workers", str(args.workers), "--threads", str(args.threads), "--precision", "auto"]
+        t0 = time.perf_counter()
+        subprocess.run(cmd, cwd=REPO, check=True)
+        wall = time.perf_counter() - t0
+        state = load(last)
+    if not weights.exists() or weights.stat().st_mtime < last.stat().st_mtime:
+        subprocess.run([sys.executable, "-m", "selic_engine", "export", str(last), "-o", str(weights), "--float16"],
+                       cwd=REPO, check=True)
+    sessions = [r["start"] for r in map(json.loads, (out / "log.jsonl").read_text().splitlines()) if "start" in r]
+    seconds = float(state.get("train_seconds", 0))
+    return {"caption_dropout": dropout, "out": str(out), "weights": str(weights), "step": int(state["step"]),
+            "train_seconds": seconds, "steps_per_s": int(state["step"]) / seconds if seconds else math.nan,
+            "wall_seconds_this_session": wall, "train_config": json.loads(state["train_config"]),
+            "sessions": [{k: v for k, v in r.items() if k != "train_config"} for r in sessions]}
+
+
+def finetune(args: argparse.Namespace, qualities: tuple[float, ...]) -> dict[str, Any]:
+    """(e): both fine-tunes from --model, then Kodak curves of the four encoders / caption settings and their
+    comparisons. Every file must decode with the start's decoder (the same model id)."""
+    from selic_engine.weights import resolve_weights
+    from selic_engine.weights.files import load_weights, weights_digest
+
+    init = resolve_weights(args.model).resolve()
+    runs = {name: finetune_run(args, name, dropout, init) for name, dropout in FINETUNE_RUNS.items()}
+    files = {None: init, **{name: Path(r["weights"]) for name, r in runs.items()}}
+    digests = {name: weights_digest(load_weights(path)[0].state_dict()) for name, path in files.items()}
+    codecs = {c: selic(str(files[run]), semantic) for c, (run, semantic) in FINETUNE_CURVES.items()}
+    ids = {c: codec.params["model_id"] for c, codec in codecs.items()}
+    if len(set(ids.values())) != 1:
+        raise RuntimeError(f"the fine-tuned encoders must keep the start's decoder (one model id), got {ids}")
+    if len(set(digests.values())) != len(digests):
+        raise RuntimeError(f"a fine-tune left the encoder unchanged: weight digests {digests}")
+    for name, run in runs.items():
+        run["weights_digest"] = digests[name]
+    paths, captions = kodak_paths(args.images or None), kodak_captions()
+    points = {}
+    for c, codec in codecs.items():
+        log(f"finetune: measuring {c}")
+        points[c] = measure_codec(codec, paths, captions, qualities)
+    options = {"steps": args.finetune_steps, "lr": args.finetune_lr, "ema_decay": finetune_ema_decay(args),
+               "seed": 0, "batch_size": args.batch_size, "crop": args.crop, "workers": args.workers,
+               "threads": args.threads, "eval_threads": args.eval_threads, "embedder": "minilm", "data": args.data}
+    return {"benchmark": "ablation_finetune", "start": {"weights": str(init), "model_id": ids["start"],
+                                                        "weights_digest": digests[None]},
+            "options": options, "runs": runs, "images": [p.name for p in paths], "qualities": list(qualities),
+            "machine": machine(), "curves": {c: aggregate(p) for c, p in points.items()}, "points": points,
+            "comparisons": {k: versus(points[t], points[a]) for k, (t, a) in FINETUNE_PAIRS.items()}}
+
+
+def finetune_markdown(ft: dict[str, Any]) -> list[str]:
+    o, n = ft["options"], len(ft["images"])
+    lines = [f"From {Path(ft['start']['weights']).name} (model {ft['start']['model_id']}), the encoder side (g_a, "
+             f"fusion, h_a) fine-tuned with `selic train --adapter` (decoder frozen) for {o['steps']} steps at lr "
+             f"{o['lr']:g}, batch {o['batch_size']}, crop {o['crop']}, seed {o['seed']}, exported as the weight "
+             f"average (decay {o['ema_decay']:g}): once with captions (dropout 0.2, the training default) and once "
+             "with every caption dropped. Both keep the start's decoder (the same model id). Evaluated on "
+             f"{n} Kodak images at qualities {', '.join(f'{q:g}' for q in ft['qualities'])} (real file sizes, RGB "
+             f"PSNR) on {machine_line(ft['machine'])}.", "",
+             "Both runs start from the same seed and see the same crops in the same order (the caption dropout "
+             "never changes the crops: tests/test_training.py); they differ only in the captions.", "",
+             md_table(["run", "caption dropout", "steps", "training s", "steps/s", "precision", "machine", "threads"],
+                      [[name, r["caption_dropout"], r["step"], f"{r['train_seconds']:.0f}", r["steps_per_s"],
+                        ", ".join(sorted({s["precision"] for s in r["sessions"]})),
+                        ", ".join(sorted({s["machine"] for s in r["sessions"]})),
+                        ", ".join(sorted({str(s["threads"]) for s in r["sessions"]}))]
+                       for name, r in ft["runs"].items()]), "",
+             md_table(["curve", "encoder", "caption at encode", *[f"PSNR @ {b} bpp" for b in COMPARE_AT_BPP],
+                       "bpp range"],
+                      [[c, run or "start", "Kodak captions" if sem else "caption=False",
+                        *[quality_at_rate_or_nan(ft["curves"][c]["bpp"], ft["curves"][c]["psnr"], b)
+                          for b in COMPARE_AT_BPP],
+                        f"{min(ft['curves'][c]['bpp']):.3f}–{max(ft['curves'][c]['bpp']):.3f}"]
+                       for c, (run, sem) in FINETUNE_CURVES.items()], digits=3), "",
+             "Comparisons, test vs anchor; negative BD-rate: the test needs fewer bits for the same PSNR.", "",
+             md_table(["test vs anchor", "BD-rate PSNR (%)", "BD-rate MS-SSIM dB (%)",
+                       *[f"ΔPSNR @ {b} bpp (dB)" for b in COMPARE_AT_BPP], "per-image BD-rate mean ± sd (%)",
+                       "images where the test is better"],
+                      [[k, v["bd_rate_psnr"], v["bd_rate_ms_ssim_db"],
+                        *[v[f"delta_psnr_at_{b}"] for b in COMPARE_AT_BPP],
+                        f"{fmt(v['per_image_mean'])} ± {fmt(v['per_image_stdev'])}",
+                        f"{sum(1 for x in v['per_image_bd_rate_psnr'] if _finite(x) and x < 0)}/{n}"]
+                       for k, v in ft["comparisons"].items()], digits=3), "",
+             "Reading (generated): a mean per-image BD-rate more than 2 standard errors (sd/√n) from zero is called "
+             "measurable."]
+    for k, v in ft["comparisons"].items():
+        mean, sd = v["per_image_mean"], v["per_image_stdev"]
+        if not (_finite(mean) and _finite(sd)):
+            lines.append(f"- {k}: too few images or points to tell.")
+            continue
+        se = sd / math.sqrt(n)
+        verdict = "measurable" if abs(mean) > 2 * se else "not measurable"
+        lines.append(f"- {k}: {mean:+.3f}% ({verdict}, {abs(mean) / max(se, 1e-12):.1f} SE).")
+    return lines
+
+
 # --- report ---------------------------------------------------------------------------------------
 
-def markdown(results: dict[str, Any]) -> str:
-    """ablation.md, from ablation.json only."""
+def markdown(results: dict[str, Any], results_dir: Path = RESULTS) -> str:
+    """ablation.md, from ablation.json, and (e) from ablation_finetune.json beside it when there is one."""
     lines = ["### (a) Semantic gain of the shipped model", ""]
     sg = results.get("semantic", {})
     if "skipped" in sg:
@@ -355,6 +511,9 @@ def markdown(results: dict[str, Any]) -> str:
                              f"{fmt(sg['per_image_mean'], 2)} ± {fmt(sg['per_image_stdev'], 2)}"]], digits=3)]
     if results.get("probe"):
         lines += ["", "### (d) Right caption, wrong caption, null vector", "", *probe_markdown(results["probe"])]
+    if (results_dir / "ablation_finetune.json").exists():
+        lines += ["", "### (e) The encoder fine-tuned with vs without captions, from the same start", "",
+                  *finetune_markdown(read_json(results_dir / "ablation_finetune.json"))]
     lines += ["", "### (b, c) Fusion variants trained at an equal budget", ""]
     tr = results.get("training")
     if not tr:
@@ -409,7 +568,8 @@ def reading(tr: dict[str, Any]) -> list[str]:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--train-one", help=argparse.SUPPRESS)
-    p.add_argument("--model", default="small", help="shipped model for (a): preset name or .safetensors path")
+    p.add_argument("--model", default="small", help="model of (a), (d) and the start of (e): preset name or "
+                   ".safetensors path")
     p.add_argument("--images", type=int, default=0, help="first N Kodak images (default all 24)")
     p.add_argument("--qualities", default=",".join(f"{q:g}" for q in SELIC_QUALITIES))
     p.add_argument("--no-semantic", action="store_true", help="skip (a)")
@@ -417,6 +577,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--probe-qualities", default="1,4,8")
     p.add_argument("--probe-seed", type=int, default=0, help="seed of the caption shuffle")
     p.add_argument("--train", action="store_true", help="train and compare the fusion variants (slow)")
+    p.add_argument("--finetune", action="store_true", help="(e): fine-tune the encoder of --model with and without "
+                   "captions, compare on Kodak (slow)")
+    p.add_argument("--finetune-steps", type=int, default=400)
+    p.add_argument("--finetune-lr", type=float, default=1e-4)
+    p.add_argument("--finetune-ema-decay", type=float, default=0.0,
+                   help="decay of the exported weight average (0: 1 - 10/steps, within [0.5, 0.999])")
     p.add_argument("--steps", type=int, default=5000)
     p.add_argument("--variants", default=",".join(VARIANTS))
     p.add_argument("--seeds", default="0", help="e.g. 0,1 to estimate seed noise")
@@ -460,8 +626,10 @@ def main(argv: list[str] | None = None) -> None:
         results["training"] = {"options": options, "machine": machine(),
                                **evaluate_variants(runs, args.images, qualities)}
     write_json(json_path, results)
-    (args.out / "ablation.md").write_text("# Ablations\n\n" + markdown(results), encoding="utf-8")
-    log(f"wrote {json_path} and ablation.md")
+    if args.finetune:
+        write_json(args.out / "ablation_finetune.json", finetune(args, qualities))
+    (args.out / "ablation.md").write_text("# Ablations\n\n" + markdown(results, args.out), encoding="utf-8")
+    log(f"wrote {json_path}{', ablation_finetune.json' if args.finetune else ''} and ablation.md")
 
 
 if __name__ == "__main__":

@@ -231,3 +231,17 @@ def test_a_non_finite_batch_is_skipped_not_learned(dataset, tmp_path, monkeypatc
     assert state["step"] == 3 and len(calls) == 3
     assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
     assert all(torch.isfinite(v).all() for v in state["ema"].values() if v.is_floating_point())
+
+
+def test_caption_dropout_never_changes_the_crops(dataset):
+    """Two runs that differ only in caption dropout see the same pixels (the fine-tune ablation (e) compares
+    such runs); before, a dropped caption skipped a random draw and every later crop of the batch moved."""
+    from selic_engine.training.data import CropStream, list_images
+
+    paths = list_images(dataset)
+    ids = {p: [k] for k, p in enumerate(paths)}
+    kept, dropped = (CropStream(dataset, paths, ids, 4, 64, 64, dropout, seed=3) for dropout in (0.2, 1.0))
+    for step in range(3):
+        (xa, _, _), (xb, _, hb) = kept.batch(step), dropped.batch(step)
+        assert torch.equal(xa, xb)
+        assert not hb.any()

@@ -93,8 +93,9 @@ class CropStream(IterableDataset):
         if rng.random() < 0.5:
             arr = arr[::-1]
         caps = self.caption_ids[i]
-        cap = rng.choice(caps) if caps and rng.random() >= self.caption_dropout else -1
-        return arr, cap
+        kept = rng.random() >= self.caption_dropout
+        cap = rng.choice(caps) if caps else -1  # drawn even when dropped: the crops never depend on the dropout
+        return arr, cap if kept else -1
 
     def batch(self, step: int, rank: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The batch of a given step is a pure function of (seed, rank, step): resuming replays it exactly."""
