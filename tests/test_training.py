@@ -16,6 +16,7 @@ from PIL import Image
 from selic_engine.config import TrainConfig
 from selic_engine.testing import TINY
 from selic_engine.training import checkpoint
+from selic_engine.training.averaging import update_average, weight_average
 from selic_engine.training.loop import train
 
 from .conftest import export, train_config
@@ -58,6 +59,23 @@ def test_resume_is_exact(dataset, tmp_path):
     assert any("val" in row and "val_ema" in row for row in log)
     starts = [row["start"] for row in log if "start" in row]
     assert len(starts) == 2 and all(s["machine"] and s["precision"] for s in starts)
+
+
+def test_weight_average_keeps_frozen_weights_bit_exact():
+    """The average's lerp turns -0.0 into +0.0, so a frozen decoder weight of -0.0 in the shipped file gave every
+    `--adapter` export another model id (its files then named a decoder nobody has): frozen weights are the
+    model's, copied, not averaged."""
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Linear(2, 2))
+    with torch.no_grad():
+        model[1].weight[0, 0] = -0.0
+    model[1].requires_grad_(False)
+    average = weight_average(model, 0.9)
+    with torch.no_grad():
+        model[0].weight += 1
+    update_average(average, model)
+    frozen, trained = average.module[1].weight, average.module[0].weight
+    assert torch.signbit(frozen[0, 0]) and frozen.numpy().tobytes() == model[1].weight.numpy().tobytes()
+    assert not torch.equal(trained, model[0].weight)  # the trained ones are still averaged
 
 
 def test_weight_average_is_validated_and_exported(dataset, tmp_path):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
@@ -33,3 +34,16 @@ def weight_average(model: nn.Module, decay: float, state: dict[str, Any] | None 
 def averaged_weights(state: dict[str, Any]) -> dict[str, Any]:
     """The model state dict inside a saved average (AveragedModel keeps it under `module.`)."""
     return {k.removeprefix("module."): v for k, v in state.items() if k.startswith("module.")}
+
+
+def update_average(average: AveragedModel, model: nn.Module) -> None:
+    """One EMA step over the trained parameters; frozen ones (the decoder under --adapter) are copied.
+
+    Averaging a frozen weight is not a no-op: the lerp turns -0.0 into +0.0, which changes the model id
+    (a digest of the decoder's bytes) of weights whose decoder never trained.
+    """
+    average.update_parameters(model)
+    with torch.no_grad():
+        for kept, param in zip(average.module.parameters(), model.parameters(), strict=True):
+            if not param.requires_grad:
+                kept.copy_(param)
