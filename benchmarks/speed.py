@@ -1,8 +1,11 @@
 """Speed and memory of selic: encode/decode time per coding path, idle and under load, and peak memory.
 
-Each configuration (device x image size x semantic on/off x path x load) runs in its own subprocess, so
+Each configuration (device x image size x semantic path x path x load) runs in its own subprocess, so
 that its peak resident memory (getrusage maxrss) is its own and not the largest seen so far. Times are
-medians over repeats after a warm-up encode/decode (which also loads MiniLM).
+medians over repeats after a warm-up encode/decode (which also loads MiniLM and, with caption=None, the
+default captioner, so their load is not counted; each save still captions and embeds). The semantic paths:
+caption=False (the null vector), a given caption (MiniLM embeds it), and caption=None (what a plain
+`img.save` does: the default captioner describes the image, then MiniLM).
 
 Paths: "before" is the previous release's coding path rebuilt here (reference convolution for g_s, torch's
 default backend for g_a, NCHW, float32, compressai's build_indexes), so before and after are measured in one
@@ -44,6 +47,7 @@ from .common import (
 )
 
 LARGE_SOURCE = "kodim23.png"
+SEMANTIC_PATHS = {False: "caption=False", True: "caption (MiniLM)", None: "caption=None (captioner + MiniLM)"}
 STAGES = ("encode_total", "g_a", "encode_entropy_and_prior", "decode_entropy_and_prior", "g_s")
 
 
@@ -136,7 +140,8 @@ def worker(cfg: dict[str, Any]) -> dict[str, Any]:
         precision = "float32"
 
     def caption_for(name: str) -> str | bool:
-        return captions.get(name.split()[0], "") if cfg["semantic"] else False
+        # True: the Kodak caption (MiniLM embeds it); None: no caption given, so the default captioner runs too
+        return captions.get(name.split()[0], "") if cfg["semantic"] else cfg["semantic"]
 
     def code(name: str, image: Image.Image) -> tuple[float, float, int]:
         t0 = time.perf_counter()
@@ -205,6 +210,46 @@ def pool_throughput(images: list[tuple[str, Image.Image]], cfg: dict[str, Any], 
             "pool_images_per_s": pooled, "images_decoded": len(files)}
 
 
+def conv_macs(module: Any, *inputs: Any) -> int:
+    """Multiply-accumulates of every 2-D convolution in one call of module(*inputs) (hooks, one extra call)."""
+    import torch
+
+    macs = 0
+
+    def count(conv: torch.nn.Conv2d, _: Any, out: torch.Tensor) -> None:
+        nonlocal macs
+        kh, kw = conv.kernel_size
+        macs += out.numel() * (conv.in_channels // conv.groups) * kh * kw
+
+    hooks = [m.register_forward_hook(count) for m in module.modules() if isinstance(m, torch.nn.Conv2d)]
+    try:
+        with torch.no_grad():
+            module(*inputs)
+    finally:
+        for h in hooks:
+            h.remove()
+    return macs
+
+
+def conv_peak_gflops(channels: int, size: tuple[int, int], dtype: Any, repeats: int) -> float:
+    """What this CPU's oneDNN reaches on g_s's dominant layer alone (3x3, channels -> channels, at half the
+    image size, the coding path's layout and precision): the roofline the transforms are measured against."""
+    import torch
+
+    from selic_engine.model.determinism import onednn_conv
+
+    conv = torch.nn.Conv2d(channels, channels, 3, padding=1).to(memory_format=torch.channels_last)
+    x = torch.randn(1, channels, *size).contiguous(memory_format=torch.channels_last)
+    autocast = torch.autocast("cpu", dtype=dtype) if dtype != torch.float32 else contextlib.nullcontext()
+    runs = []
+    with torch.no_grad(), onednn_conv(), autocast:
+        for _ in range(repeats + 1):
+            t0 = time.perf_counter()
+            conv(x)
+            runs.append(time.perf_counter() - t0)
+    return 2 * conv_macs(conv, x) / statistics.median(runs[1:]) / 1e9
+
+
 def stage_times(image: Image.Image, cfg: dict[str, Any], precision: str | None) -> dict[str, Any]:
     """Where one image's time goes: g_a, the rest of encoding, entropy decoding with the prior, g_s (medians)."""
     import torch
@@ -235,11 +280,17 @@ def stage_times(image: Image.Image, cfg: dict[str, Any], precision: str | None) 
     y_hat = model.latent_codec.decompress(f.z_stream, f.y_stream, z_shape)[0]
     t_encode = timed(lambda: model.compress(x, cfg["quality"], dtype=dtype))
     t_g_a = timed(lambda: analyze_tiled(lambda w: model.analyze(w, q, None, None, dtype), x, model.config.M))
+    t_g_s = timed(lambda: synthesize_tiled(lambda w: model.synthesize(w, q, dtype), y_hat, (image.height, image.width)))
+    macs = {"g_a": conv_macs(model.g_a, x.float() / 255 if x.dtype == torch.uint8 else x),
+            "g_s": conv_macs(model.g_s, y_hat.float())}
+    peak = conv_peak_gflops(model.config.N, (image.height // 2, image.width // 2), dtype, cfg["repeats"])
     return {"stages_s": {"encode_total": t_encode, "g_a": t_g_a, "encode_entropy_and_prior": t_encode - t_g_a,
                          "decode_entropy_and_prior": timed(lambda: model.latent_codec.decompress(f.z_stream, f.y_stream,
                                                                                         z_shape)),
-                         "g_s": timed(lambda: synthesize_tiled(lambda w: model.synthesize(w, q, dtype), y_hat,
-                                                               (image.height, image.width)))}}
+                         "g_s": t_g_s},
+            "transform_dtype": str(dtype).removeprefix("torch."), "conv_gmacs": {k: v / 1e9 for k, v in macs.items()},
+            "conv_gflops": {"g_a": 2 * macs["g_a"] / t_g_a / 1e9, "g_s": 2 * macs["g_s"] / t_g_s / 1e9,
+                            "one_layer_peak": peak}}
 
 
 def run_config(cfg: dict[str, Any]) -> dict[str, Any]:
@@ -303,6 +354,7 @@ def configs(args: argparse.Namespace, devices: list[str]) -> list[dict[str, Any]
             for load in ("idle", "busy"):
                 out.append({**base, "device": device, "path": path, "load": load})
         out.append({**base, "device": device, "semantic": True})
+        out.append({**base, "device": device, "semantic": None})
         out.append({**base, "device": device, "stages": True, "images": 1})
         if device == "cpu":
             out.append({**base, "device": device, "pool": args.threads or 2})
@@ -330,12 +382,12 @@ def markdown(results: dict[str, Any]) -> str:
     rows, pools, stages = [], [], []
     for r in results["runs"]:
         what = "Kodak 768x512" if r["size"] == "kodak" else f"{r['large'][0]}x{r['large'][1]}"
-        sem = "caption (MiniLM)" if r["semantic"] else "caption=False"
+        sem = SEMANTIC_PATHS[r["semantic"]]
         head = [r["device"], what, r["path"], r["load"], sem]
         if "error" in r:
             rows.append([*head, "error: " + r["error"], "", "", "", "", ""])
         elif r.get("stages"):
-            stages.append([r["device"], *(r["stages_s"][k] for k in STAGES)])
+            stages.append(r)
         elif r.get("pool"):
             pools.append([r["device"], r["images_decoded"], r["single_decoder_threads"],
                           r["single_decoder_images_per_s"], r["pool"], r["pool_images_per_s"]])
@@ -347,7 +399,18 @@ def markdown(results: dict[str, Any]) -> str:
                            "CUDA peak alloc (MiB)"], rows, digits=2))
     if stages:
         lines += ["", "Where the time goes (first Kodak image, path auto, seconds):", "",
-                  md_table(["device", *STAGES], stages, digits=3)]
+                  md_table(["device", *STAGES], [[r["device"], *(r["stages_s"][k] for k in STAGES)] for r in stages],
+                           digits=3)]
+        roof = [[r["device"], r["transform_dtype"], k, r["conv_gmacs"][k], r["stages_s"][k], r["conv_gflops"][k],
+                 r["conv_gflops"]["one_layer_peak"], 2 * r["conv_gmacs"][k] / r["conv_gflops"]["one_layer_peak"]]
+                for r in stages if "conv_gmacs" in r for k in ("g_a", "g_s")]
+        if roof:
+            lines += ["", "The transforms against this CPU's convolution speed: every convolution's "
+                      "multiply-accumulates, the rate reached, and the rate of g_s's dominant layer (3x3, N -> N, "
+                      "at half the image size) timed alone; the last column is the time the transform would "
+                      "take at that rate.", "",
+                      md_table(["device", "precision", "transform", "conv GMAC", "time (s)", "GFLOP/s",
+                                "one-layer GFLOP/s", "time at that rate (s)"], roof, digits=3)]
     if pools:
         lines += ["", "Throughput, decoding Kodak files (path auto):", "",
                   md_table(["device", "images", "one decoder: threads", "images/s", "pool of 1-thread decoders",

@@ -1,0 +1,20 @@
+"""benchmarks.speed's convolution count, which its roofline table divides by the measured time."""
+
+from __future__ import annotations
+
+import torch
+
+from benchmarks.speed import conv_macs
+
+
+def test_conv_macs_counts_every_convolution_once_per_call():
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(4, 8, 3, padding=1),  # 8x10x10 outputs x 4x3x3 taps
+        torch.nn.ReLU(),
+        torch.nn.Conv2d(8, 8, 3, stride=2, padding=1, groups=2),  # 8x5x5 outputs x 4x3x3 taps
+        torch.nn.Conv2d(8, 2, 1),  # 2x5x5 outputs x 8 taps
+    )
+    x = torch.randn(1, 4, 10, 10)
+    assert conv_macs(net, x) == 800 * 36 + 200 * 36 + 50 * 8
+    assert conv_macs(net, x) == conv_macs(net, x)  # the hooks are removed after the call
+    assert not any(m._forward_hooks for m in net.modules())
