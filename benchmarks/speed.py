@@ -139,7 +139,7 @@ def worker(cfg: dict[str, Any]) -> dict[str, Any]:
         enc_ctx, dec_ctx = previous_path(cfg["model"])
         precision = "float32"
 
-    def caption_for(name: str) -> str | bool:
+    def caption_for(name: str) -> str | bool | None:
         # True: the Kodak caption (MiniLM embeds it); None: no caption given, so the default captioner runs too
         return captions.get(name.split()[0], "") if cfg["semantic"] else cfg["semantic"]
 
@@ -281,7 +281,7 @@ def stage_times(image: Image.Image, cfg: dict[str, Any], precision: str | None) 
     t_encode = timed(lambda: model.compress(x, cfg["quality"], dtype=dtype))
     t_g_a = timed(lambda: analyze_tiled(lambda w: model.analyze(w, q, None, None, dtype), x, model.config.M))
     t_g_s = timed(lambda: synthesize_tiled(lambda w: model.synthesize(w, q, dtype), y_hat, (image.height, image.width)))
-    macs = {"g_a": conv_macs(model.g_a, x.float() / 255 if x.dtype == torch.uint8 else x),
+    macs = {"g_a": conv_macs(model.g_a, x.float()),  # shapes, not values, decide the count
             "g_s": conv_macs(model.g_s, y_hat.float())}
     peak = conv_peak_gflops(model.config.N, (image.height // 2, image.width // 2), dtype, cfg["repeats"])
     return {"stages_s": {"encode_total": t_encode, "g_a": t_g_a, "encode_entropy_and_prior": t_encode - t_g_a,

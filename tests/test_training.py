@@ -16,7 +16,7 @@ from PIL import Image
 from selic_engine.config import TrainConfig
 from selic_engine.testing import TINY
 from selic_engine.training import checkpoint
-from selic_engine.training.averaging import update_average, weight_average
+from selic_engine.training.averaging import weight_average
 from selic_engine.training.loop import train
 
 from .conftest import export, train_config
@@ -72,7 +72,7 @@ def test_weight_average_keeps_frozen_weights_bit_exact():
     average = weight_average(model, 0.9)
     with torch.no_grad():
         model[0].weight += 1
-    update_average(average, model)
+    average.update_parameters(model)
     frozen, trained = average.module[1].weight, average.module[0].weight
     assert torch.signbit(frozen[0, 0]) and frozen.numpy().tobytes() == model[1].weight.numpy().tobytes()
     assert not torch.equal(trained, model[0].weight)  # the trained ones are still averaged

@@ -25,7 +25,7 @@ from ..model import SelicModel
 from ..model.gain import lambda_for
 from ..precision import cpu_has_native_bf16, resolve
 from . import checkpoint
-from .averaging import update_average, weight_average
+from .averaging import weight_average
 from .captions import embed_captions
 from .data import CropStream, list_images, read_captions, split_holdout
 from .loss import rd_loss
@@ -65,7 +65,7 @@ def train(cfg: TrainConfig) -> Path:
         lr = optimizers.set_lr(step)
         loss, bpp, mse = _train_step(forward, model, optimizers, next(batches), embeddings, device, step)
         if average is not None:
-            update_average(average, model)
+            average.update_parameters(model)
         step += 1
         run.stepped(step, loss, bpp, mse, lr, optimizers.skipped)
         if _due(step, cfg.ckpt_every, cfg.steps):
