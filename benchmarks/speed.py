@@ -49,6 +49,8 @@ from .common import (
 LARGE_SOURCE = "kodim23.png"
 SEMANTIC_PATHS = {False: "caption=False", True: "caption (MiniLM)", None: "caption=None (captioner + MiniLM)"}
 STAGES = ("encode_total", "g_a", "encode_entropy_and_prior", "decode_entropy_and_prior", "g_s")
+#: Roofline rows: stage name -> its time in STAGES (the prior is timed as the whole entropy decoding).
+ROOFLINE = {"g_a": "g_a", "g_s": "g_s", "prior": "decode_entropy_and_prior"}
 
 
 def large_image(size: tuple[int, int]) -> Image.Image:
@@ -211,17 +213,22 @@ def pool_throughput(images: list[tuple[str, Image.Image]], cfg: dict[str, Any], 
 
 
 def conv_macs(module: Any, *inputs: Any) -> int:
-    """Multiply-accumulates of every 2-D convolution in one call of module(*inputs) (hooks, one extra call)."""
+    """Multiply-accumulates of every 2-D convolution, plain or transposed, in one call of module(*inputs)
+    (hooks, one extra call)."""
     import torch
 
     macs = 0
 
-    def count(conv: torch.nn.Conv2d, _: Any, out: torch.Tensor) -> None:
+    def count(conv: torch.nn.Conv2d | torch.nn.ConvTranspose2d, args: Any, out: torch.Tensor) -> None:
         nonlocal macs
         kh, kw = conv.kernel_size
-        macs += out.numel() * (conv.in_channels // conv.groups) * kh * kw
+        if isinstance(conv, torch.nn.ConvTranspose2d):  # each input value is spread over a kernel of outputs
+            macs += args[0].numel() * (conv.out_channels // conv.groups) * kh * kw
+        else:
+            macs += out.numel() * (conv.in_channels // conv.groups) * kh * kw
 
-    hooks = [m.register_forward_hook(count) for m in module.modules() if isinstance(m, torch.nn.Conv2d)]
+    kinds = (torch.nn.Conv2d, torch.nn.ConvTranspose2d)
+    hooks = [m.register_forward_hook(count) for m in module.modules() if isinstance(m, kinds)]
     try:
         with torch.no_grad():
             module(*inputs)
@@ -241,13 +248,27 @@ def conv_peak_gflops(channels: int, size: tuple[int, int], dtype: Any, repeats: 
     conv = torch.nn.Conv2d(channels, channels, 3, padding=1).to(memory_format=torch.channels_last)
     x = torch.randn(1, channels, *size).contiguous(memory_format=torch.channels_last)
     autocast = torch.autocast("cpu", dtype=dtype) if dtype != torch.float32 else contextlib.nullcontext()
-    runs = []
     with torch.no_grad(), onednn_conv(), autocast:
-        for _ in range(repeats + 1):
-            t0 = time.perf_counter()
-            conv(x)
-            runs.append(time.perf_counter() - t0)
-    return 2 * conv_macs(conv, x) / statistics.median(runs[1:]) / 1e9
+        return 2 * conv_macs(conv, x) / _median_time(lambda: conv(x), repeats) / 1e9
+
+
+def float64_gemm_gflops(rows: int, depth: int, cols: int, repeats: int) -> float:
+    """What this CPU's BLAS reaches on one float64 matrix product (rows x depth) @ (depth x cols): the roofline
+    for the prior, which stays in float64 so that every machine picks the same probability tables."""
+    import torch
+
+    a, b = torch.randn(rows, depth, dtype=torch.float64), torch.randn(depth, cols, dtype=torch.float64)
+    return 2 * rows * depth * cols / _median_time(lambda: a @ b, repeats) / 1e9
+
+
+def _median_time(fn: Any, repeats: int) -> float:
+    """Median seconds of `repeats` calls after one warm-up call."""
+    runs = []
+    for _ in range(repeats + 1):
+        t0 = time.perf_counter()
+        fn()
+        runs.append(time.perf_counter() - t0)
+    return statistics.median(runs[1:])
 
 
 def stage_times(image: Image.Image, cfg: dict[str, Any], precision: str | None) -> dict[str, Any]:
@@ -269,28 +290,31 @@ def stage_times(image: Image.Image, cfg: dict[str, Any], precision: str | None) 
     z_shape = (-(-image.height // 64), -(-image.width // 64))
 
     def timed(fn: Any) -> float:
-        runs = []
-        for _ in range(cfg["repeats"] + 1):
-            t0 = time.perf_counter()
+        def coding() -> None:
             with torch.no_grad(), onednn_conv():
                 fn()
-            runs.append(time.perf_counter() - t0)
-        return statistics.median(runs[1:])
+
+        return _median_time(coding, cfg["repeats"])
 
     y_hat = model.latent_codec.decompress(f.z_stream, f.y_stream, z_shape)[0]
     t_encode = timed(lambda: model.compress(x, cfg["quality"], dtype=dtype))
     t_g_a = timed(lambda: analyze_tiled(lambda w: model.analyze(w, q, None, None, dtype), x, model.config.M))
     t_g_s = timed(lambda: synthesize_tiled(lambda w: model.synthesize(w, q, dtype), y_hat, (image.height, image.width)))
-    macs = {"g_a": conv_macs(model.g_a, x.float()),  # shapes, not values, decide the count
-            "g_s": conv_macs(model.g_s, y_hat.float())}
-    peak = conv_peak_gflops(model.config.N, (image.height // 2, image.width // 2), dtype, cfg["repeats"])
+    t_prior = timed(lambda: model.latent_codec.decompress(f.z_stream, f.y_stream, z_shape))
+    codec, c = model.latent_codec, model.config
+    y64 = y_hat.double()  # shapes, not values, decide the counts
+    macs = {"g_a": conv_macs(model.g_a, x.float()), "g_s": conv_macs(model.g_s, y_hat.float()),
+            "prior": conv_macs(codec.h_s, y64.new_zeros(1, c.Nz, *z_shape))
+            + conv_macs(codec.charm, y64, y64, y64)}
+    peak = conv_peak_gflops(c.N, (image.height // 2, image.width // 2), dtype, cfg["repeats"])
+    # the widest ChARM layer (3x3, 2M -> hidden) as the matrix product it is, at the latent's size
+    prior_peak = float64_gemm_gflops(c.charm_hidden, 9 * 2 * c.M, y_hat.shape[-2] * y_hat.shape[-1], cfg["repeats"])
+    times = {"g_a": t_g_a, "g_s": t_g_s, "prior": t_prior}
     return {"stages_s": {"encode_total": t_encode, "g_a": t_g_a, "encode_entropy_and_prior": t_encode - t_g_a,
-                         "decode_entropy_and_prior": timed(lambda: model.latent_codec.decompress(f.z_stream, f.y_stream,
-                                                                                        z_shape)),
-                         "g_s": t_g_s},
+                         "decode_entropy_and_prior": t_prior, "g_s": t_g_s},
             "transform_dtype": str(dtype).removeprefix("torch."), "conv_gmacs": {k: v / 1e9 for k, v in macs.items()},
-            "conv_gflops": {"g_a": 2 * macs["g_a"] / t_g_a / 1e9, "g_s": 2 * macs["g_s"] / t_g_s / 1e9,
-                            "one_layer_peak": peak}}
+            "conv_gflops": {k: 2 * macs[k] / times[k] / 1e9 for k in macs} | {"one_layer_peak": peak,
+                                                                              "prior_one_layer_peak": prior_peak}}
 
 
 def run_config(cfg: dict[str, Any]) -> dict[str, Any]:
@@ -401,15 +425,24 @@ def markdown(results: dict[str, Any]) -> str:
         lines += ["", "Where the time goes (first Kodak image, path auto, seconds):", "",
                   md_table(["device", *STAGES], [[r["device"], *(r["stages_s"][k] for k in STAGES)] for r in stages],
                            digits=3)]
-        roof = [[r["device"], r["transform_dtype"], k, r["conv_gmacs"][k], r["stages_s"][k], r["conv_gflops"][k],
-                 r["conv_gflops"]["one_layer_peak"], 2 * r["conv_gmacs"][k] / r["conv_gflops"]["one_layer_peak"]]
-                for r in stages if "conv_gmacs" in r for k in ("g_a", "g_s")]
+        roof = []
+        for r in (r for r in stages if "conv_gmacs" in r):
+            for k, stage in ROOFLINE.items():
+                if k not in r["conv_gmacs"]:  # results from before the prior was counted
+                    continue
+                dtype, peak = ("float64", r["conv_gflops"]["prior_one_layer_peak"]) if k == "prior" else (
+                    r["transform_dtype"], r["conv_gflops"]["one_layer_peak"])
+                roof.append([r["device"], dtype, k, r["conv_gmacs"][k], r["stages_s"][stage], r["conv_gflops"][k],
+                             peak, 2 * r["conv_gmacs"][k] / peak])
         if roof:
-            lines += ["", "The transforms against this CPU's convolution speed: every convolution's "
-                      "multiply-accumulates, the rate reached, and the rate of g_s's dominant layer (3x3, N -> N, "
-                      "at half the image size) timed alone; the last column is the time the transform would "
-                      "take at that rate.", "",
-                      md_table(["device", "precision", "transform", "conv GMAC", "time (s)", "GFLOP/s",
+            lines += ["", "Each stage against this CPU's convolution speed: every convolution's multiply-accumulates, "
+                      "the rate reached, and the rate of the stage's dominant layer timed alone (g_a, g_s: g_s's "
+                      "3x3 N -> N at half the image size; prior: h_s and the ChARM nets while entropy decoding, "
+                      "whose time includes the rANS decoder, against this CPU's float64 matrix product in the shape "
+                      "of the widest ChARM layer); the last column is the time the stage's convolutions would take "
+                      "at that rate.",
+                      "",
+                      md_table(["device", "precision", "stage", "conv GMAC", "time (s)", "GFLOP/s",
                                 "one-layer GFLOP/s", "time at that rate (s)"], roof, digits=3)]
     if pools:
         lines += ["", "Throughput, decoding Kodak files (path auto):", "",

@@ -18,3 +18,9 @@ def test_conv_macs_counts_every_convolution_once_per_call():
     assert conv_macs(net, x) == 800 * 36 + 200 * 36 + 50 * 8
     assert conv_macs(net, x) == conv_macs(net, x)  # the hooks are removed after the call
     assert not any(m._forward_hooks for m in net.modules())
+
+
+def test_conv_macs_counts_transposed_convolutions_per_input_value():
+    net = torch.nn.ConvTranspose2d(4, 6, 5, stride=2, padding=2, output_padding=1)  # as compressai's deconv
+    x = torch.randn(1, 4, 3, 5)
+    assert conv_macs(net, x) == 4 * 3 * 5 * 6 * 25  # each input value meets 6 x 5x5 weights
