@@ -90,17 +90,18 @@ def measure(model_name: str, images: list[np.ndarray]) -> dict[str, Any]:
             passes.append((image, y, means, coded))
         order = torch.argsort(bits, descending=True)
         share = torch.cumsum(bits[order], 0) / bits.sum()
+        counts = {k: round(k * len(order)) for k in KEEP}  # channels kept in each 'top k' column
         columns: dict[str, list[float]] = {k: [] for k in COLUMNS}
         for image, y, means, coded in passes:
             latents = {"coded": coded, "step/2": torch.round(y * 2) / 2, "step/4": torch.round(y * 4) / 4,
                        "unquantized": y}
-            for k in KEEP:
-                kept = order[: round(k * len(order))]
+            for k, count in counts.items():
+                kept = order[:count]
                 latents[f"top {k:g}"] = means.clone().index_copy_(1, kept, y.index_select(1, kept))
             for name, y_hat in latents.items():
                 columns[name].append(psnr_rgb(image, _pixels(model.synthesize(y_hat, qt))))
         psnr[f"q{q:g}"] = {k: statistics.mean(v) for k, v in columns.items()}
-        spread[f"q{q:g}"] = {f"rate share top {k:g}": float(share[round(k * len(order)) - 1]) for k in KEEP} | {
+        spread[f"q{q:g}"] = {f"rate share top {k:g}": float(share[count - 1]) for k, count in counts.items()} | {
             "channels for 99% of the rate": int(torch.searchsorted(share, torch.tensor(0.99, dtype=share.dtype))) + 1}
     return {"model": str(model_name), "model_id": mid, "N": model.config.N, "M": model.config.M,
             "step": int(meta.get("step", 0)), "train_hours": float(meta.get("train_seconds", 0)) / 3600,
