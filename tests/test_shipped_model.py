@@ -9,7 +9,7 @@ values are per image, measured once with `measure` below:
 
 They were measured on 2026-12-03 with the weights of model id 206cfae08713c396 (71,000 steps, the
 model card's), at precision="float32" (bfloat16 is chosen only on some CPUs; float32 holds on
-every CPU kind up to rare roundings), without a caption, on an AMD EPYC with one thread (a
+every CPU kind up to rare roundings), without a caption, on an AMD EPYC with two threads (a
 precision's results do not depend on the thread count). Re-measure them whenever the shipped
 weights change: the model-id check below fails first, on purpose.
 """
