@@ -422,7 +422,7 @@ def finetune(args: argparse.Namespace, qualities: tuple[float, ...]) -> dict[str
     init = resolve_weights(args.model).resolve()
     runs = {name: finetune_run(args, name, dropout, init) for name, dropout in FINETUNE_RUNS.items()}
     files = {None: init, **{name: Path(r["weights"]) for name, r in runs.items()}}
-    digests = {name: weights_digest(load_weights(path)[0].state_dict()) for name, path in files.items()}
+    digests = {name: weights_digest(load_weights(path)[0]) for name, path in files.items()}
     codecs = {c: selic(str(files[run]), semantic) for c, (run, semantic) in FINETUNE_CURVES.items()}
     ids = {c: codec.params["model_id"] for c, codec in codecs.items()}
     if len(set(ids.values())) != 1:

@@ -34,13 +34,16 @@ def code(image: Image.Image, quality: float, band_rows: int) -> tuple[int, float
     quality = quantize_quality(quality)
     with onednn_conv():
         coded = model.compress(x, quality, band_rows=band_rows)
-        out = model.decompress(coded.z_stream, coded.y_stream, coded.z_shape, quality, (image.height, image.width),
+        out = model.decompress(coded.z_stream, coded.y_stream, quality, (image.height, image.width),
                                band_rows=band_rows)
     return len(coded.z_stream) + len(coded.y_stream), psnr_rgb(np.asarray(image), out.numpy())
 
 
 def run(scale: int, quality: float) -> dict[str, Any]:
-    from selic_engine.container import CODING_BAND_ROWS, coding_bands
+    import selic_engine as se
+    from selic_engine.entropy import coding_bands
+
+    geometry = se.get_engine().model.geometry
 
     rows = []
     for path in kodak_paths():
@@ -48,8 +51,9 @@ def run(scale: int, quality: float) -> dict[str, Any]:
         if original.height <= original.width:
             continue
         image = original.resize((original.width * scale, original.height * scale), Image.Resampling.LANCZOS)
-        bands = len(coding_bands(-(-image.height // 64) * 4))
-        banded, whole = code(image, quality, CODING_BAND_ROWS), code(image, quality, 1 << 20)
+        latent_rows = geometry.z_shape((image.height, image.width))[0] * geometry.hyper_stride // geometry.latent_stride
+        bands = len(coding_bands(latent_rows, geometry.coding_band_rows))
+        banded, whole = code(image, quality, geometry.coding_band_rows), code(image, quality, 1 << 20)
         pixels = image.width * image.height
         rows.append({"image": path.name, "size": f"{image.width}x{image.height}", "bands": bands,
                      "bytes_banded": banded[0], "bytes_one_band": whole[0],
@@ -57,7 +61,7 @@ def run(scale: int, quality: float) -> dict[str, Any]:
                      "psnr_banded": banded[1], "psnr_one_band": whole[1],
                      "rate_change_pct": 100 * (banded[0] / whole[0] - 1)})
         print(rows[-1], flush=True)
-    return {"scale": scale, "quality": quality, "band_rows": CODING_BAND_ROWS, "images": rows,
+    return {"scale": scale, "quality": quality, "band_rows": geometry.coding_band_rows, "images": rows,
             "mean_rate_change_pct": statistics.mean(r["rate_change_pct"] for r in rows),
             "mean_psnr_change_db": statistics.mean(r["psnr_banded"] - r["psnr_one_band"] for r in rows),
             "machine": machine()}

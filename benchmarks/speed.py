@@ -287,7 +287,8 @@ def stage_times(image: Image.Image, cfg: dict[str, Any], precision: str | None) 
     x = split(image)[0]
     q = torch.tensor([cfg["quality"]])
     f = unpack(se.encode(image, cfg["quality"], caption=False, model=cfg["model"], precision=precision))
-    z_shape = (-(-image.height // 64), -(-image.width // 64))
+    geometry = model.geometry
+    z_shape, band_rows = geometry.z_shape((image.height, image.width)), geometry.coding_band_rows
 
     def timed(fn: Any) -> float:
         def coding() -> None:
@@ -296,11 +297,12 @@ def stage_times(image: Image.Image, cfg: dict[str, Any], precision: str | None) 
 
         return _median_time(coding, cfg["repeats"])
 
-    y_hat = model.latent_codec.decompress(f.z_stream, f.y_stream, z_shape)[0]
+    y_hat = model.latent_codec.decompress(f.z_stream, f.y_stream, z_shape, band_rows)[0]
     t_encode = timed(lambda: model.compress(x, cfg["quality"], dtype=dtype))
-    t_g_a = timed(lambda: analyze_tiled(lambda w: model.analyze(w, q, None, None, dtype), x, model.config.M))
-    t_g_s = timed(lambda: synthesize_tiled(lambda w: model.synthesize(w, q, dtype), y_hat, (image.height, image.width)))
-    t_prior = timed(lambda: model.latent_codec.decompress(f.z_stream, f.y_stream, z_shape))
+    t_g_a = timed(lambda: analyze_tiled(lambda w: model.analyze(w, q, None, None, dtype), x, model.config.M, geometry))
+    t_g_s = timed(lambda: synthesize_tiled(lambda w: model.synthesize(w, q, dtype), y_hat, (image.height, image.width),
+                                           geometry))
+    t_prior = timed(lambda: model.latent_codec.decompress(f.z_stream, f.y_stream, z_shape, band_rows))
     codec, c = model.latent_codec, model.config
     y64 = y_hat.double()  # shapes, not values, decide the counts
     macs = {"g_a": conv_macs(model.g_a, x.float()), "g_s": conv_macs(model.g_s, y_hat.float()),
@@ -330,19 +332,20 @@ def run_config(cfg: dict[str, Any]) -> dict[str, Any]:
 def model_stats(model: str) -> dict[str, Any]:
     """Parameter counts (all, encoder-only, decoder), weights file size, and the text embedder's size."""
     import selic_engine as se
-    from selic_engine.weights import DECODER_MODULES, ENCODER_MODULES, resolve_weights
+    from selic_engine.weights import resolve_weights
 
     path = resolve_weights(model)
     engine = se.get_engine(model, "cpu")
     net = engine.model
     groups: dict[str, int] = {}
+    sides: dict[str, int] = {"encoder": 0, "decoder": 0}
     for name, p in net.named_parameters():
         groups[name.split(".", 1)[0]] = groups.get(name.split(".", 1)[0], 0) + p.numel()
+        sides[net.module_group(name)] += p.numel()
     stats: dict[str, Any] = {
         "weights_file": path.name, "weights_bytes": path.stat().st_size, "model_id": engine.model_id,
         "config": json.loads(net.config.to_json()), "parameters": sum(groups.values()),
-        "encoder_only_parameters": sum(v for k, v in groups.items() if k in ENCODER_MODULES),
-        "decoder_parameters": sum(v for k, v in groups.items() if k in DECODER_MODULES),
+        "encoder_only_parameters": sides["encoder"], "decoder_parameters": sides["decoder"],
         "parameters_by_module": groups}
     if net.config.fusion != "none":
         stats["text_embedder"] = text_embedder_stats()

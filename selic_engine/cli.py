@@ -1,4 +1,4 @@
-"""The `selic` command: compress, decompress, info, demo, train, export, plugins.
+"""The `selic` command: compress, decompress, convert, info, demo, train, export, plugins.
 
 compress and decompress check everything they can before any model work (and before torch is
 imported): arguments, that every input exists, that no two inputs write the same output, and that
@@ -18,7 +18,7 @@ import time
 import typing
 from collections.abc import Callable
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from .atomic import write_atomic
 from .config import DEFAULT_MODEL, TrainConfig
@@ -156,8 +156,37 @@ def cmd_decompress(args: argparse.Namespace) -> None:
     _batch(jobs, "decompress", work)
 
 
+def cmd_convert(args: argparse.Namespace) -> None:
+    """Files written with other weights (development ones, which no release keeps) -> files for this release's
+    decoder: decoded with --from-weights, re-encoded with --model at the file's quality, metadata and stored
+    caption kept."""
+    jobs = _plan(args, SUFFIX, "*.selic")
+    from .container import info, unpack
+    from .engine import get_engine
+    from .saving import encode_with_options
+
+    source = get_engine(args.from_weights, args.device)  # a missing or bad weights file fails once
+    get_engine(args.model, args.device)
+
+    def work(src: Path, dst: Path) -> str:
+        f = unpack(src.read_bytes())
+        if f.header.model_id != source.model_id:
+            raise ValueError(f"it needs decoder {f.header.model_id}, and {args.from_weights} holds decoder "
+                             f"{source.model_id}")
+        image = source.decode_file(f)
+        image.info.update(info(f.header, f.metadata))
+        data = encode_with_options(image, SaveOptions(quality=f.header.quality, model=args.model, device=args.device))
+        write_atomic(dst, lambda tmp: tmp.write_bytes(data))
+        return f"{src} -> {dst}: {len(data)} bytes, decoder {get_engine(args.model, args.device).model_id}"
+
+    _batch(jobs, "convert", work)
+
+
 def cmd_info(args: argparse.Namespace) -> None:
     from .container import unpack
+    from .weights import released_decoders
+
+    versions = {r.model_id: r.version for r in released_decoders()}
 
     for src in _files(args.inputs, "*.selic"):
         data = src.read_bytes()
@@ -165,10 +194,19 @@ def cmd_info(args: argparse.Namespace) -> None:
         h = f.header
         info = {"file": str(src), "width": h.width, "height": h.height, "mode": h.mode, "quality": h.quality,
                 "model": h.model_id, "bytes": len(data), "bpp": round(8 * len(data) / (h.width * h.height), 4),
-                "metadata": sorted(f.metadata)}
+                "metadata": sorted(f.metadata), "decoder": _decoder_label(f, versions)}
         if "caption" in f.metadata:
             info["caption"] = f.metadata["caption"].decode("utf-8", "replace")
         print(json.dumps(info))
+
+
+def _decoder_label(f: Any, versions: dict[str, int]) -> str:
+    """'v1', or why there is no version: a newer release's decoder, or development weights."""
+    if f.decoder is not None:
+        known = f.decoder.version in versions.values()
+        return f"v{f.decoder.version}" + ("" if known else f" (newer than this selic; written by {f.decoder.writer})")
+    version = versions.get(f.header.model_id)
+    return f"v{version}" if version else "unreleased (development weights)"
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
@@ -280,6 +318,12 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("--format", type=_output_format, default="png",
                    help="output file type Pillow writes, by extension (png, jpg, tiff, webp, ...)")
     d.set_defaults(func=cmd_decompress)
+
+    v = sub.add_parser("convert", parents=[common, batch],
+                       help="re-encode .selic files written with other (development) weights for this release")
+    v.add_argument("--from-weights", type=Path, required=True, help="the .safetensors weights that wrote the files")
+    v.add_argument("--model", default=DEFAULT_MODEL, help="the weights to re-encode with (default: the shipped ones)")
+    v.set_defaults(func=cmd_convert)
 
     i = sub.add_parser("info", help="print the header of .selic files as JSON lines")
     i.add_argument("inputs", nargs="+")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Literal, get_args
 
@@ -17,6 +17,9 @@ Precision = Literal["auto", "float32", "bfloat16"]
 
 #: compressai's quality-1..8 MSE lambdas: they span about 0.1-1.5 bpp on Kodak.
 DEFAULT_LAMBDAS: tuple[float, ...] = (0.0018, 0.0035, 0.0067, 0.0130, 0.0250, 0.0483, 0.0932, 0.1800)
+
+#: The architecture of every model before the registry existed: decoder v1 (model.selic.SelicModel), frozen.
+DEFAULT_ARCHITECTURE = "selic-v1"
 
 QUALITY_MIN = 1.0
 QUALITY_MAX = 8.0
@@ -38,6 +41,8 @@ class ModelConfig:
     text_dim: int = 384  # text-embedding dimension D
     fusion: FusionMode = "concat"
     lambdas: tuple[float, ...] = field(default=DEFAULT_LAMBDAS)
+    #: Which registered model class builds this config (model.registry); every file before it existed is v1's.
+    architecture: str = DEFAULT_ARCHITECTURE
 
     def __post_init__(self) -> None:
         if self.M % self.slices:
@@ -52,7 +57,16 @@ class ModelConfig:
 
     @classmethod
     def from_json(cls, text: str) -> ModelConfig:
+        """The config stored in a weights file or checkpoint. A field this release does not know means a newer
+        selic wrote it: that is said plainly, instead of a TypeError from the constructor."""
         data = json.loads(text)
+        unknown = sorted(set(data) - {f.name for f in fields(cls)})
+        if unknown:
+            from . import __version__
+            from .errors import NewerSelicError
+
+            raise NewerSelicError(f"model config fields {', '.join(unknown)} are unknown to selic {__version__}: "
+                                  "these weights were written by a newer selic; upgrade selic to use them")
         data["lambdas"] = tuple(data["lambdas"])
         return cls(**data)
 

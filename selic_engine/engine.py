@@ -9,22 +9,26 @@ from __future__ import annotations
 import copy
 import os
 import threading
+import warnings
 from collections import OrderedDict
 from pathlib import Path
 
 import torch
 from PIL import Image
 
-from . import imaging
+from . import __version__, imaging
 from .config import DEFAULT_MODEL, Precision
-from .container import Header, SelicFile, info, pack, read_header, unpack
+from .container import DecoderTag, Header, SelicFile, info, pack, read_header, unpack
 from .errors import DesyncError, ImageTooLargeError, UnknownModelError
-from .model import SelicModel
+from .model import Architecture
 from .model.determinism import onednn_conv
 from .model.tiling import tile_size
 from .precision import onednn_bf16, resolve
-from .weights import WEIGHTS_DIR, resolve_weights
+from .weights import WEIGHTS_DIR, DecoderRelease, released_decoders, resolve_weights
 from .weights.files import load_weights, model_id, read_metadata, weights_digest
+
+#: This release as (major, minor, patch): what the decoder tag of every file it writes records.
+RELEASE = tuple(int(part) for part in __version__.split(".")[:3])
 
 
 def select_device(device: str | torch.device | None = None) -> torch.device:
@@ -54,11 +58,17 @@ def transform_dtype(precision: Precision | None, device: torch.device) -> torch.
 class Engine:
     """A model in coding layout on one device. Thread-safe: inference holds no mutable state."""
 
-    def __init__(self, model: SelicModel, device: torch.device, mid: str) -> None:
+    def __init__(self, model: Architecture, device: torch.device, mid: str, embedder: str | None = None) -> None:
         self.model = model.coding_layout(device)
         self.device = device
         self.model_id = mid
         self.config = model.config
+        #: The text embedder the encoder was trained with (weights metadata; None: not recorded).
+        self.embedder = embedder
+        self._warned_embedders: set[str] = set()
+        release = next((r for r in released_decoders() if r.model_id == mid), None)
+        #: The released decoder version this engine's files need (None: development weights), as files tag it.
+        self.decoder = DecoderTag(release.version, RELEASE) if release else None
 
     def encode(
         self,
@@ -82,6 +92,7 @@ class Engine:
             text = semantic.resolve_caption(image, caption if isinstance(caption, str) else None)
             if text:
                 embedding = torch.from_numpy(semantic.embed_texts([text], self.config.text_dim))
+                self._check_embedder((semantic.text_embedder_info() or {}).get("name"))
         with onednn_conv():
             coded = self.model.compress(x.to(self.device), quality, embedding, tile,
                                         dtype=transform_dtype(precision, self.device))
@@ -89,7 +100,16 @@ class Engine:
         if store_caption and text:
             meta["caption"] = text.encode("utf-8")
         header = Header(self.model_id, image.width, image.height, image.mode, quality, coded.symbol_hash)
-        return pack(SelicFile(header, coded.z_stream, coded.y_stream, alpha, meta))
+        return pack(SelicFile(header, coded.z_stream, coded.y_stream, alpha, meta, self.decoder))
+
+    def _check_embedder(self, active: str | None) -> None:
+        """Installing another embedder must not silently change what an encode means: say so, once each."""
+        if self.embedder is None or active == self.embedder or active in self._warned_embedders:
+            return
+        self._warned_embedders.add(str(active))
+        warnings.warn(f"these weights were trained with text vectors from {self.embedder}, but the active text "
+                      f"embedder is {active}: captions steer this encoder differently than in training (files stay "
+                      "valid). Train an encoder adapter for it: selic train --adapter --embedder hook", stacklevel=4)
 
     def decode_file(
         self, f: SelicFile, precision: Precision | None = None, *, tile: int | None = None
@@ -111,8 +131,8 @@ class Engine:
         tile = tile_size(tile)  # likewise
         try:
             with onednn_conv():
-                pixels = self.model.decompress(f.z_stream, f.y_stream, h.z_shape, h.quality, (h.height, h.width),
-                                                 tile, check_symbols=check, dtype=dtype)
+                pixels = self.model.decompress(f.z_stream, f.y_stream, h.quality, (h.height, h.width), tile,
+                                               check_symbols=check, dtype=dtype)
         except DesyncError:
             raise
         except (RuntimeError, ValueError, OverflowError) as exc:  # what a damaged latent can still provoke in torch
@@ -137,7 +157,7 @@ def _engines() -> list[Engine]:
     return [*_registered.values(), *_loaded.values()]
 
 
-def register_model(model: SelicModel, device: str | torch.device | None = None) -> Engine:
+def register_model(model: Architecture, device: str | torch.device | None = None) -> Engine:
     """Make an in-memory model (tests, experiments) available to encode/decode by its model id.
 
     The engine codes with its own copy: the caller's model is left as it was (coding moves the
@@ -145,9 +165,9 @@ def register_model(model: SelicModel, device: str | torch.device | None = None) 
     """
     dev = select_device(device)
     with _lock:
-        key = (weights_digest(model.state_dict()), str(dev))
+        key = (weights_digest(model), str(dev))
         if key not in _registered:
-            _registered[key] = Engine(copy.deepcopy(model), dev, model_id(model.state_dict()))
+            _registered[key] = Engine(copy.deepcopy(model), dev, model_id(model.state_dict(), model.config))
         return _registered[key]
 
 
@@ -163,7 +183,7 @@ def get_engine(model: str | os.PathLike = DEFAULT_MODEL, device: str | torch.dev
             _loaded.move_to_end(key)
             return _loaded[key]
         net, mid = load_weights(key[0])
-        engine = _loaded[key] = Engine(net, dev, mid)
+        engine = _loaded[key] = Engine(net, dev, mid, read_metadata(key[0]).get("embedder"))
         while len(_loaded) > MAX_LOADED_ENGINES:
             _loaded.popitem(last=False)
         return engine
@@ -177,8 +197,15 @@ def _search_paths() -> list[Path]:
     return files
 
 
-def engine_for_id(mid: str, device: str | torch.device | None = None) -> Engine:
-    """An engine whose decoder weights have this id: loaded, registered, shipped, or on $SELIC_MODEL_PATH."""
+def _engine_for_path(path: Path, device: str | torch.device | None) -> Engine:
+    shipped = path.parent == WEIGHTS_DIR
+    return get_engine(path.stem.removeprefix("selic-") if shipped else path, device)
+
+
+def engine_for_id(mid: str, device: str | torch.device | None = None, tag: DecoderTag | None = None) -> Engine:
+    """An engine whose decoder has this id: loaded, registered, a released decoder of this package (found in
+    its manifest, loaded on first use), or weights on $SELIC_MODEL_PATH. tag: the file's decoder tag, which
+    makes the error for a missing decoder say which release wrote the file."""
     dev = select_device(device)
     with _lock:
         same_id = [e for e in _engines() if e.model_id == mid]
@@ -188,18 +215,32 @@ def engine_for_id(mid: str, device: str | torch.device | None = None) -> Engine:
     registered = next((e for e in same_id if e in _registered.values()), None)
     if registered is not None:  # an in-memory model, registered for another device
         return register_model(registered.model, dev)
+    released = released_decoders()
+    release = next((r for r in released if r.model_id == mid), None)
+    if release is not None:
+        return _engine_for_path(release.path, device)
     for path in _search_paths():
         try:
             if read_metadata(path).get("model_id") == mid:
-                shipped = path.parent == WEIGHTS_DIR
-                return get_engine(path.stem.removeprefix("selic-") if shipped else path, device)
+                return _engine_for_path(path, device)
         except (OSError, ValueError):
             continue
-    known = sorted({e.model_id for e in _engines()}) or "none"
-    raise UnknownModelError(
-        f"this file needs selic model {mid}, which is not installed; known models: {known}. "
-        "Put its .safetensors file on $SELIC_MODEL_PATH or upgrade selic."
-    )
+    raise UnknownModelError(_missing_decoder(mid, tag, released))
+
+
+def _missing_decoder(mid: str, tag: DecoderTag | None, released: list[DecoderRelease]) -> str:
+    """Why a file's decoder is missing, and what to do: never 'upgrade' to someone who has the newer release."""
+    have = ", ".join(f"v{r.version}" for r in released) or "none"
+    newest = released[-1].version if released else 0
+    if tag is not None and tag.version > newest:
+        return (f"this file was written by {tag.writer} with decoder v{tag.version} (id {mid}), newer than any "
+                f"decoder of selic {__version__} (it has {have}): install {tag.writer} or later to open it")
+    if tag is not None:
+        return (f"this file names decoder v{tag.version} with id {mid}, but selic {__version__}'s v{tag.version} has "
+                "another id: the file is damaged, or was written by a modified selic")
+    return (f"this file needs decoder {mid}, which no selic release has (releases keep decoders {have}): it was "
+            "written with development weights. If you have them, open it with $SELIC_MODEL_PATH=WEIGHTS.safetensors, "
+            "or re-encode it for this release with `selic convert --from-weights WEIGHTS.safetensors FILE`")
 
 
 def decode(
@@ -224,8 +265,9 @@ def decode(
         check_pixels(f.header)
     except Image.DecompressionBombError as exc:
         raise ImageTooLargeError(str(exc)) from exc
-    image = engine_for_id(f.header.model_id, device).decode_file(f, precision, tile=tile)
-    image.info.update(info(f.header, f.metadata))
+    engine = engine_for_id(f.header.model_id, device, f.decoder)
+    image = engine.decode_file(f, precision, tile=tile)
+    image.info.update(info(f.header, f.metadata, f.decoder or engine.decoder))
     return image
 
 

@@ -19,6 +19,10 @@ class ImageTooLargeError(SelicFormatError, Image.DecompressionBombError):
     """The header claims more pixels than Pillow's decompression-bomb limit allows (Image.MAX_IMAGE_PIXELS)."""
 
 
+class NewerSelicError(ValueError):
+    """Weights or a config from a newer selic: an architecture or config field this release does not know."""
+
+
 class WeightsNotFoundError(FileNotFoundError):
     """Shipped weights were requested but are not installed (or fail their recorded sha256)."""
 
@@ -26,6 +30,7 @@ class WeightsNotFoundError(FileNotFoundError):
 __all__ = [
     "DesyncError",
     "ImageTooLargeError",
+    "NewerSelicError",
     "SelicFormatError",
     "UnknownModelError",
     "UnsupportedVersionError",

@@ -10,20 +10,20 @@ import numpy as np
 import torch
 
 from .config import ModelConfig
-from .model import SelicModel
+from .model import Architecture, build_model
 
 #: The tiny architecture: the shipped graph at a fraction of its width (any image size, every quality).
 TINY = dict(name="tiny", N=16, M=32, Nz=16, slices=2, charm_hidden=16, text_dim=384)
 
 
-def build_tiny(seed: int = 0, **changes: object) -> SelicModel:
+def build_tiny(seed: int = 0, **changes: object) -> Architecture:
     """A tiny randomly initialised model, ready to code; `changes` override fields of TINY (e.g. fusion="add").
 
     Its gains are raised so that the random latent quantizes to many distinct symbols, which is what
     exercises the entropy coder.
     """
     torch.manual_seed(seed)
-    model = SelicModel(ModelConfig(**{**TINY, **changes}))  # type: ignore[arg-type]
+    model = build_model(ModelConfig(**{**TINY, **changes}))  # type: ignore[arg-type]
     with torch.no_grad():
         model.gains.log_gain += 4.0
         model.gains.log_inv_gain -= 4.0

@@ -261,19 +261,19 @@ def test_banded_parameter_nets_match_the_whole_latent():
     net = param_net(8, 16, 4).double().eval()
     x = torch.randn(1, 8, 100, 7, dtype=torch.float64)
     with torch.no_grad():
-        assert torch.allclose(banded(net, x), net(x), rtol=0, atol=1e-12)
+        assert torch.allclose(banded(net, x, 32, 3), net(x), rtol=0, atol=1e-12)
 
 
 def test_hyper_bands_match_the_whole_latent_h_s(tiny_engine):
     """Each coding band's means and scales are the rows a whole-latent h_s gives (its margin covers h_s's reach)."""
-    from selic_engine.container import coding_bands
+    from selic_engine.entropy import coding_bands
 
     model = tiny_engine.model
     z_hat = torch.randn(1, model.config.Nz, 37, 5, dtype=torch.float64).mul_(4).round_()
     with torch.no_grad():
         means, scales = model.h_s(z_hat).chunk(2, dim=1)
-        for r0, r1 in coding_bands(4 * 37):
-            band_means, band_scales = model.latent_codec._hyper_band(z_hat, (r0, r1))
+        for r0, r1 in coding_bands(4 * 37, model.geometry.coding_band_rows):
+            band_means, band_scales = model.latent_codec.band_context(z_hat, (r0, r1))
             assert torch.allclose(band_means, means[..., r0:r1, :], rtol=0, atol=1e-12)
             assert torch.allclose(band_scales, scales[..., r0:r1, :], rtol=0, atol=1e-12)
 
@@ -281,11 +281,13 @@ def test_hyper_bands_match_the_whole_latent_h_s(tiny_engine):
 def test_tall_image_is_coded_in_bands_and_round_trips(tiny_engine):
     """Above 1024 px the latent is coded in independent bands: the decoder follows from the height alone,
     reproduces the encoder's symbols (hash), and a single-band coding of the same latent differs."""
-    from selic_engine.container import coding_bands, unpack
+    from selic_engine.container import unpack
+    from selic_engine.entropy import coding_bands
 
     rng = np.random.default_rng(7)
     img = Image.fromarray(rng.integers(0, 256, (1100, 24, 3), dtype=np.uint8)).resize((64, 1100))
-    assert len(coding_bands(-(-1100 // 64) * 4)) == 2
+    geometry = tiny_engine.model.geometry
+    assert len(coding_bands(geometry.z_shape((1100, 64))[0] * 4, geometry.coding_band_rows)) == 2
     data = se.encode(img, 4, caption=False, model=tiny_engine.model_id)
     out = se.decode(data)
     assert out.size == (64, 1100)
@@ -295,8 +297,8 @@ def test_tall_image_is_coded_in_bands_and_round_trips(tiny_engine):
     assert whole.y_stream != f.y_stream  # the band edge changed the ChARM context
     # and a reader with another band layout decodes other symbols (or runs out), never the file's
     try:
-        _, digest = tiny_engine.model.latent_codec.decompress(f.z_stream, f.y_stream, f.header.z_shape,
-                                                              band_rows=1 << 20)
+        _, digest = tiny_engine.model.latent_codec.decompress(f.z_stream, f.y_stream,
+                                                              geometry.z_shape((1100, 64)), band_rows=1 << 20)
     except se.DesyncError:
         return
     assert digest != f.header.symbol_hash

@@ -23,8 +23,6 @@ from selic_engine.model.determinism import onednn_conv
 from selic_engine.model.tiling import (
     ALIGN,
     DEFAULT_TILE,
-    LATENT_STRIDE,
-    MARGIN,
     analyze_tiled,
     spans,
     synthesize_tiled,
@@ -79,7 +77,7 @@ def test_tiled_analysis_matches_whole_image(tiny_engine, big):
     x = as_tensor(big)
     with torch.no_grad():
         whole = model.analyze(pad_to_stride(x), q, None, None)
-        tiled = analyze_tiled(lambda w: model.analyze(w, q, None, None), x, model.config.M, SMALL_TILE)
+        tiled = analyze_tiled(lambda w: model.analyze(w, q, None, None), x, model.config.M, model.geometry, SMALL_TILE)
     assert tiled.shape == whole.shape
     assert torch.allclose(tiled, whole, rtol=0, atol=1e-4 * float(whole.abs().max()))
 
@@ -88,11 +86,12 @@ def test_tiled_synthesis_matches_whole_image_without_seams(tiny_engine, big):
     """The decoder's g_s in 384-px tiles vs in one piece, on a real decoded latent: > 45 dB and no seams."""
     model = tiny_engine.model
     coded = model.compress(as_tensor(big), 4.0)
-    y_hat = model.latent_codec.decompress(coded.z_stream, coded.y_stream, coded.z_shape)[0]
+    y_hat = model.latent_codec.decompress(coded.z_stream, coded.y_stream, coded.z_shape,
+                                          model.geometry.coding_band_rows)[0]
     q = torch.tensor([4.0])
     with torch.no_grad(), onednn_conv():
         whole = model.synthesize(y_hat, q)[..., :900, :1300].clamp(0, 1)
-        tiled = synthesize_tiled(lambda w: model.synthesize(w, q), y_hat, (900, 1300), SMALL_TILE)
+        tiled = synthesize_tiled(lambda w: model.synthesize(w, q), y_hat, (900, 1300), model.geometry, SMALL_TILE)
     assert tiled.shape == (900, 1300, 3) and tiled.dtype == torch.uint8
     tiled = tiled.permute(2, 0, 1)[None].double() / 255
     assert psnr(tiled, whole) > 45
@@ -117,8 +116,9 @@ def test_images_within_one_tile_take_the_untiled_path(tiny_engine):
     q = torch.tensor([3.0])
     with torch.no_grad():
         y = model.analyze(pad_to_stride(x), q, None, None)
-        assert torch.equal(analyze_tiled(lambda w: model.analyze(w, q, None, None), x, model.config.M), y)
-        assert torch.equal(synthesize_tiled(lambda w: model.synthesize(w, q), y, (200, 330)),
+        g = model.geometry
+        assert torch.equal(analyze_tiled(lambda w: model.analyze(w, q, None, None), x, model.config.M, g), y)
+        assert torch.equal(synthesize_tiled(lambda w: model.synthesize(w, q), y, (200, 330), model.geometry),
                            to_pixels(model.synthesize(y, q)[..., :200, :330]))
 
 
@@ -167,7 +167,8 @@ def test_tile_size_setting(tiny_engine):
     assert not isinstance(info.value, se.SelicFormatError)
     with pytest.raises(ValueError, match="multiple of 64"):
         se.encode(np.zeros((8, 8, 3), np.uint8), 4, caption=False, model=tiny_engine.model_id, tile=100)
-    assert MARGIN % ALIGN == 0 and MARGIN // LATENT_STRIDE >= 8  # g_s needs 7 latents of context, g_a 89 px
+    g = tiny_engine.model.geometry
+    assert g.tile_margin % ALIGN == 0 and g.tile_margin // g.latent_stride >= 8  # g_s: 7 latents, g_a: 89 px
 
 
 LARGE_ROUND_TRIP = """
@@ -192,7 +193,8 @@ m, f = engine.model, unpack(data)
 r = min((a for a, _ in spans(-(-{h} // 64) * 64, 1024)[1:]), key=lambda e: abs(e - {h} // 2)) // 16
 c = min((a for a, _ in spans(-(-{w} // 64) * 64, 1024)[1:]), key=lambda e: abs(e - {w} // 2)) // 16
 with torch.no_grad(), onednn_conv():
-    y_hat = m.latent_codec.decompress(f.z_stream, f.y_stream, (-(-{h} // 64), -(-{w} // 64)))[0]
+    y_hat = m.latent_codec.decompress(f.z_stream, f.y_stream, m.geometry.z_shape(({h}, {w})),
+                                      m.geometry.coding_band_rows)[0]
     window = m.synthesize(y_hat[..., r - 16 : r + 16, c - 16 : c + 16], torch.tensor([4.0]))[0, :, 128:384, 128:384]
 expected = window.clamp(0, 1).mul(255).round().to(torch.uint8).permute(1, 2, 0).numpy()
 got = out[r * 16 - 128 : r * 16 + 128, c * 16 - 128 : c * 16 + 128]

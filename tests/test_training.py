@@ -121,6 +121,9 @@ def test_export_writes_weights_and_refuses_other_config(dataset, tmp_path):
     mid = export(ckpt, out)
     manifest = json.loads((tmp_path / "manifest.json").read_text())
     assert manifest["w.safetensors"]["model_id"] == mid
+    from selic_engine.weights.files import read_metadata
+
+    assert read_metadata(out)["embedder"] == "all-MiniLM-L6-v2"  # what its text vectors mean
     import selic_engine as se
 
     data = se.encode(np.zeros((40, 50, 3), np.uint8), 3, caption=False, model=out)

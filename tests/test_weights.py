@@ -6,10 +6,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
 from selic_engine import weights
+from selic_engine.config import ModelConfig
 from selic_engine.testing import build_tiny
 from selic_engine.weights.files import load_weights, model_id, read_metadata
 
@@ -23,14 +25,24 @@ def test_shipped_weights_recompute_the_manifest_model_id():
     for path in shipped:
         with safe_open(str(path), framework="pt") as f:
             state = {k: f.get_tensor(k) for k in f.keys()}
-        assert model_id(state) == manifest[path.name]["model_id"] == read_metadata(path)["model_id"], path.name
+        config = ModelConfig.from_json(read_metadata(path)["config"])
+        assert model_id(state, config) == manifest[path.name]["model_id"] == read_metadata(path)["model_id"], path.name
         assert load_weights(path)[1] == manifest[path.name]["model_id"], path.name
 
 
 def test_module_groups_split_the_model():
-    children = {name for name, _ in build_tiny().named_children()}
-    assert set(weights.ENCODER_MODULES) | set(weights.DECODER_MODULES) == children
-    assert not set(weights.ENCODER_MODULES) & set(weights.DECODER_MODULES)
+    model = build_tiny()
+    children = {name for name, _ in model.named_children()}
+    assert set(model.ENCODER_MODULES) | set(model.DECODER_MODULES) == children
+    assert not set(model.ENCODER_MODULES) & set(model.DECODER_MODULES)
+
+
+def test_a_key_outside_every_module_group_is_refused_not_skipped(tiny_weights):
+    """The id once skipped a prefix it did not know: a tensor could then change without changing the id."""
+    model = build_tiny()
+    state = {**model.state_dict(), "stray.weight": torch.zeros(1)}
+    with pytest.raises(ValueError, match="belongs to no module group"):
+        model_id(state, model.config)
 
 
 def test_a_recorded_model_id_that_differs_from_the_tensors_is_refused(tiny_weights, tmp_path: Path):

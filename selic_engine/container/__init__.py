@@ -1,18 +1,16 @@
 """The .selic file format (docs/format.md): everything a reader and a writer must agree on."""
 
 from .format import (
-    CODING_BAND_ROWS,
     HEADER_SIZE,
-    HYPER_STRIDE,
     IMAGE_METADATA,
     MAGIC,
     VERSION,
+    DecoderTag,
     Header,
     SelicFile,
     SelicFormatError,
     UnsupportedVersionError,
     accept,
-    coding_bands,
     info,
     pack,
     quantize_quality,
@@ -22,18 +20,16 @@ from .format import (
 )
 
 __all__ = [
-    "CODING_BAND_ROWS",
     "HEADER_SIZE",
-    "HYPER_STRIDE",
     "IMAGE_METADATA",
     "MAGIC",
     "VERSION",
+    "DecoderTag",
     "Header",
     "SelicFile",
     "SelicFormatError",
     "UnsupportedVersionError",
     "accept",
-    "coding_bands",
     "info",
     "pack",
     "quantize_quality",

@@ -1,9 +1,10 @@
-"""The .selic file format: magic, version, typed chunks, CRC-32 trailer, and the layout of what the
-chunks hold (hyper-latent shape, coding bands, quality steps, metadata keys). See docs/format.md.
+"""The .selic file format: magic, version, typed chunks, CRC-32 trailer, and what the chunks hold
+(header fields, quality steps, metadata keys, the decoder tag). See docs/format.md.
 
-Everything a reader or writer must agree on lives here; the model, the engine and the plugins ask
-this module. Parsing validates every length against the bytes actually present before slicing or
-allocating anything, so a hostile header cannot make the reader allocate or loop.
+Everything a reader or writer must agree on about the bytes lives here; what the coded streams mean
+(latent shapes, coding bands) belongs to the decoder the file names (model.registry, its geometry).
+Parsing validates every length against the bytes actually present before slicing or allocating
+anything, so a hostile header cannot make the reader allocate or loop.
 """
 
 from __future__ import annotations
@@ -20,10 +21,6 @@ MAGIC = b"\x89SELIC\r\n"
 VERSION = 2  # 2: the latent is coded in bands of 64 latent rows (2026-12); 1: one whole-latent band
 MAX_DIMENSION = 1 << 20  # per side; the pixel-count limit is Pillow's MAX_IMAGE_PIXELS, applied by callers
 
-#: Pixels per hyper-latent element: z is (Nz, ceil(H/64), ceil(W/64)), and images are padded to it.
-HYPER_STRIDE = 64
-#: Latent rows per entropy-coding band (1024 pixels): the YSTR stream codes the bands top to bottom.
-CODING_BAND_ROWS = 64
 #: Qualities are stored in thousandths.
 QUALITY_STEPS = 1000
 
@@ -36,7 +33,12 @@ IMAGE_METADATA = ("icc_profile", "exif", "xmp")
 METADATA_CHUNKS = dict(zip((*IMAGE_METADATA, "caption"), (b"ICCP", b"EXIF", b"XMP ", b"CAPT"), strict=True))
 _METADATA_KEYS = {kind: key for key, kind in METADATA_CHUNKS.items()}
 REQUIRED = (b"HEAD", b"ZSTR", b"YSTR")
-KNOWN = {*REQUIRED, b"ALPH", *METADATA_CHUNKS.values()}
+#: The decoder tag: the released decoder version the file needs, and the selic release that wrote it (13 bytes with
+#: its chunk header). Ancillary (lower-case first letter), so readers from before it skip it; files from before it
+#: have none.
+DECODER_TAG = b"dver"
+_TAG = struct.Struct("<HBBB")  # decoder version; release major, minor, patch
+KNOWN = {*REQUIRED, b"ALPH", DECODER_TAG, *METADATA_CHUNKS.values()}
 
 
 class SelicFormatError(ValueError):
@@ -47,9 +49,21 @@ class UnsupportedVersionError(SelicFormatError):
     """The file is a .selic file of a version this reader does not know."""
 
 
+@dataclass(frozen=True)
+class DecoderTag:
+    """A released decoder version, and the selic release (major, minor, patch) that wrote the file."""
+
+    version: int
+    release: tuple[int, int, int]
+
+    @property
+    def writer(self) -> str:
+        return "selic " + ".".join(map(str, self.release))
+
+
 @dataclass
 class Header:
-    model_id: str  # 16 hex digits: sha256 prefix of the decoder weights
+    model_id: str  # 16 hex digits: the decoder id (the architecture's id of the decoder weights)
     width: int
     height: int
     mode: str
@@ -60,11 +74,6 @@ class Header:
     def size(self) -> tuple[int, int]:
         return self.width, self.height
 
-    @property
-    def z_shape(self) -> tuple[int, int]:
-        """(rows, columns) of the hyper-latent: the image padded to whole HYPER_STRIDE blocks."""
-        return -(-self.height // HYPER_STRIDE), -(-self.width // HYPER_STRIDE)
-
 
 @dataclass
 class SelicFile:
@@ -73,6 +82,7 @@ class SelicFile:
     y_stream: bytes
     alpha: bytes | None = None  # zlib-compressed 8-bit alpha plane
     metadata: dict[str, bytes] = field(default_factory=dict)  # keys of METADATA_CHUNKS
+    decoder: DecoderTag | None = None  # None: written before tags existed, or by unreleased weights
 
 
 #: Bytes that hold the magic, the version and the HEAD chunk: what read_header needs.
@@ -84,17 +94,15 @@ def quantize_quality(quality: float) -> float:
     return round(float(quality) * QUALITY_STEPS) / QUALITY_STEPS
 
 
-def coding_bands(latent_height: int, rows: int = CODING_BAND_ROWS) -> list[tuple[int, int]]:
-    """[r0, r1) latent rows of each coding band, top to bottom (`rows` other than the format's: experiments)."""
-    return [(r, min(latent_height, r + rows)) for r in range(0, latent_height, rows)]
-
-
-def info(header: Header, metadata: dict[str, bytes]) -> dict[str, Any]:
+def info(header: Header, metadata: dict[str, bytes], decoder: DecoderTag | None = None) -> dict[str, Any]:
     """A file's Pillow-style `info`: icc_profile, exif and xmp as bytes (Pillow's convention; Image.getxmp
-    needs bytes), the caption as text, and the header's quality and model id."""
+    needs bytes), the caption as text, the header's quality and decoder id, and the decoder version when the
+    file is tagged."""
     out: dict[str, Any] = {k: v.decode("utf-8", "replace") if k == "caption" else v for k, v in metadata.items()}
     out["quality"] = header.quality
     out["model"] = header.model_id
+    if decoder is not None:
+        out["decoder"] = f"v{decoder.version}"
     return out
 
 
@@ -109,6 +117,8 @@ def pack(f: SelicFile) -> bytes:
     head = _HEAD.pack(bytes.fromhex(h.model_id), h.width, h.height, MODES.index(h.mode),
                       round(h.quality * QUALITY_STEPS), h.symbol_hash)
     parts = [MAGIC, bytes([VERSION]), _chunk(b"HEAD", head), _chunk(b"ZSTR", f.z_stream), _chunk(b"YSTR", f.y_stream)]
+    if f.decoder is not None:
+        parts.append(_chunk(DECODER_TAG, _TAG.pack(f.decoder.version, *f.decoder.release)))
     if f.alpha is not None:
         parts.append(_chunk(b"ALPH", f.alpha))
     for key, kind in METADATA_CHUNKS.items():
@@ -159,6 +169,13 @@ def _check_prefix(data: bytes) -> None:
             f".selic format version {data[len(MAGIC)]} is not supported by this reader (it reads version {VERSION}); "
             "upgrade selic"
         )
+
+
+def _decoder_tag(payload: bytes) -> DecoderTag:
+    if len(payload) < _TAG.size:  # a longer tag (a later writer's) starts with the same fields
+        raise SelicFormatError(f"decoder tag has {len(payload)} bytes, at least {_TAG.size} expected")
+    version, *release = _TAG.unpack_from(payload)
+    return DecoderTag(version, tuple(release))  # type: ignore[arg-type]
 
 
 def read_header(data: bytes) -> Header:
@@ -224,4 +241,5 @@ def unpack(data: bytes) -> SelicFile:
     if has_alpha != (b"ALPH" in chunks):
         raise SelicFormatError(f"mode {header.mode} and the presence of an alpha chunk disagree")
     metadata = {key: chunks[kind] for key, kind in METADATA_CHUNKS.items() if kind in chunks}
-    return SelicFile(header, chunks[b"ZSTR"], chunks[b"YSTR"], chunks.get(b"ALPH"), metadata)
+    tag = _decoder_tag(chunks[DECODER_TAG]) if DECODER_TAG in chunks else None
+    return SelicFile(header, chunks[b"ZSTR"], chunks[b"YSTR"], chunks.get(b"ALPH"), metadata, tag)

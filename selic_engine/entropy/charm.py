@@ -1,5 +1,8 @@
 """Channel-wise autoregressive entropy model (ChARM, Minnen & Singh 2020) with latent residual prediction.
 
+Decoder v1's, frozen (tests/conformance): its nets, the 0.5*tanh residual prediction and its banding decide
+the probability tables of every v1 file.
+
 One loop (`_run`) drives training, encoding and decoding, so the three cannot drift apart.
 compress / decompress work on one band of latent rows against a shared rANS coder (see
 model.selic: the latent is coded in independent bands, all in one stream).
@@ -33,14 +36,8 @@ def param_net(in_ch: int, hidden: int, out_ch: int) -> nn.Sequential:
     )
 
 
-#: Latent rows per band when the parameter nets run outside training (see `banded`).
-BAND_ROWS = 32
-#: Rows of context each side of a band: the three 3x3 convs of a parameter net see 3 rows away.
-BAND_MARGIN = 3
-
-
-def banded(net: nn.Module, x: Tensor) -> Tensor:
-    """net(x) computed in horizontal bands when not training.
+def banded(net: nn.Module, x: Tensor, rows: int, margin: int) -> Tensor:
+    """net(x) computed in horizontal bands of `rows` with `margin` rows of context when not training.
 
     The float64 reference convolution unfolds its whole input (about 63 bytes per pixel of the
     image for the small preset, 1.5 GB at 24 MP); bands bound that. The margin covers the nets'
@@ -49,16 +46,21 @@ def banded(net: nn.Module, x: Tensor) -> Tensor:
     probability tables they derive agree bit for bit.
     """
     height = x.shape[-2]
-    if net.training or height <= BAND_ROWS + 2 * BAND_MARGIN:
+    if net.training or height <= rows + 2 * margin:
         return net(x)
     parts = []
-    for top in range(0, height, BAND_ROWS):
-        lo, hi = max(0, top - BAND_MARGIN), min(height, top + BAND_ROWS + BAND_MARGIN)
-        parts.append(net(x[..., lo:hi, :])[..., top - lo : top - lo + min(BAND_ROWS, height - top), :])
+    for top in range(0, height, rows):
+        lo, hi = max(0, top - margin), min(height, top + rows + margin)
+        parts.append(net(x[..., lo:hi, :])[..., top - lo : top - lo + min(rows, height - top), :])
     return torch.cat(parts, dim=-2)
 
 
 class ChannelARM(nn.Module):
+    #: Latent rows per band when the parameter nets run outside training (see `banded`).
+    NET_BAND_ROWS = 32
+    #: Rows of context each side of a band: the three 3x3 convs of a parameter net see 3 rows away.
+    NET_BAND_MARGIN = 3
+
     def __init__(self, M: int, slices: int, hidden: int) -> None:
         super().__init__()
         self.slices = slices
@@ -68,13 +70,16 @@ class ChannelARM(nn.Module):
         self.lrp_nets = nn.ModuleList(param_net(M + (i + 1) * S, hidden, S) for i in range(slices))
         self.gaussian_conditional = GaussianConditional(None)
 
+    def _net(self, net: nn.Module, x: Tensor) -> Tensor:
+        return banded(net, x, self.NET_BAND_ROWS, self.NET_BAND_MARGIN)
+
     def _run(self, hyper_means: Tensor, hyper_scales: Tensor, step: SliceStep) -> Tensor:
         done: list[Tensor] = []
         for i in range(self.slices):
-            mu = banded(self.mean_nets[i], torch.cat([hyper_means, *done], dim=1))
-            scale = banded(self.scale_nets[i], torch.cat([hyper_scales, *done], dim=1))
+            mu = self._net(self.mean_nets[i], torch.cat([hyper_means, *done], dim=1))
+            scale = self._net(self.scale_nets[i], torch.cat([hyper_scales, *done], dim=1))
             y_hat = step(i, mu, scale)
-            lrp = banded(self.lrp_nets[i], torch.cat([hyper_means, *done, y_hat], dim=1))
+            lrp = self._net(self.lrp_nets[i], torch.cat([hyper_means, *done, y_hat], dim=1))
             done.append(y_hat + 0.5 * torch.tanh(lrp))
         return torch.cat(done, dim=1)
 

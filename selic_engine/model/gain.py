@@ -1,4 +1,6 @@
-"""Variable rate in one model: learned per-quality gain vectors on the latent (Cui et al. 2021)."""
+"""Variable rate in one model: learned per-quality gain vectors on the latent (Cui et al. 2021). Part of decoder
+v1, frozen with it (tests/conformance): the inverse gains and their interpolation decide its pixels.
+"""
 
 from __future__ import annotations
 

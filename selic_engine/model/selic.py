@@ -1,5 +1,8 @@
 """The SELIC model: g_a + semantic fusion + gains -> entropy model -> g_s, in the shape of compressai's
-`models/google.py`.
+`models/google.py`. Registered as architecture "selic-v1": decoder v1, frozen. Its decoder side (h_s, the
+entropy bottleneck, the ChARM, g_s, the gains), its state-dict key names, its geometry and its decoder id
+function decide every v1 file, so they never change (tests/conformance decodes v1 files on every commit);
+a new decoder is a new registered class.
 
 `forward` is the training pass; `compress` / `decompress` produce and consume the two rANS streams.
 Everything between the latent and the bits (hyperprior, ChARM, rANS, the file's coding bands) is the
@@ -13,14 +16,15 @@ import contextlib
 from collections.abc import Callable
 
 import torch
-from compressai.models import CompressionModel
 from torch import Tensor
 
 from ..config import ModelConfig
-from ..container import CODING_BAND_ROWS
-from ..entropy.latent_codec import Coded, HyperpriorChARM
+from ..entropy.bands import Coded
+from ..entropy.latent_codec import HyperpriorChARM
 from .fusion import SemanticFusion
 from .gain import QualityGains
+from .geometry import Geometry
+from .registry import Architecture, digest_tensors, register_architecture
 from .tiling import analyze_tiled, synthesize_tiled
 from .transforms import analysis, hyper_analysis, hyper_synthesis, synthesis
 
@@ -33,7 +37,19 @@ def _coding_layout(t: Tensor) -> Tensor:
     return t.contiguous(memory_format=torch.channels_last)
 
 
-class SelicModel(CompressionModel):
+@register_architecture("selic-v1")
+class SelicModel(Architecture):
+    ENCODER_MODULES = ("g_a", "fusion", "h_a")  # h_a feeds z, whose entropy tables belong to the decoder
+    DECODER_MODULES = ("h_s", "entropy_bottleneck", "charm", "g_s", "gains")
+    # Latent at 1/16 (g_a), hyper-latent at 1/64 (h_a: two more stride-2 convolutions), coding bands of 64 latent
+    # rows (1024 px), 128 px of tile context (g_a + fusion see 89 px, g_s 7 latents = 112 px, measured).
+    geometry = Geometry(latent_stride=16, hyper_stride=64, coding_band_rows=64, tile_margin=128)
+
+    @classmethod
+    def decoder_id(cls, state: dict[str, torch.Tensor], config: ModelConfig) -> str:
+        """v1's id, frozen as every v1 file records it: the decoder tensors only (not the config)."""
+        return digest_tensors(state, cls, "decoder")
+
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         c = config
@@ -43,9 +59,10 @@ class SelicModel(CompressionModel):
         self.gains = QualityGains(len(c.lambdas), c.M)
         codec = HyperpriorChARM(hyper_analysis(c.M, c.N, c.Nz), hyper_synthesis(c.Nz, c.N, c.M), c.M, c.Nz,
                                 c.slices, c.charm_hidden)
-        # The codec's modules are registered here, at the top level and in this order, under the names that
-        # weights files, model ids and checkpoints (optimiser state follows parameter order) have always used;
-        # the codec object itself is held unregistered, so that nothing is stored twice.
+        # v1's frozen key layout: the codec's modules are registered here, at the top level and in this order,
+        # under the names that v1 weights files, decoder ids and checkpoints (optimiser state follows parameter
+        # order) use; the codec object itself is held unregistered, so that nothing is stored twice. (A new
+        # architecture registers its latent codec as a child like any other module.)
         for name, module in codec.named_children():
             self.add_module(name, module)
         object.__setattr__(self, "latent_codec", codec)
@@ -105,29 +122,29 @@ class SelicModel(CompressionModel):
         embedding: Tensor | None = None,
         tile: int | None = None,
         dtype: torch.dtype = torch.float32,
-        band_rows: int = CODING_BAND_ROWS,
+        band_rows: int | None = None,
     ) -> Coded:
         """x: (1, 3, H, W), float in [0, 1] or uint8; any H, W (padded here, cropped by the decoder).
 
-        g_a runs in overlapping tiles above the tile size (see tiling); the latent is coded in the format's
+        g_a runs in overlapping tiles above the tile size (see tiling); the latent is coded in the geometry's
         bands (band_rows: another height, for experiments; such streams are not .selic files).
         """
         q = torch.tensor([float(quality)])
-        y = analyze_tiled(lambda window: self.analyze(window, q, embedding, None, dtype), x, self.config.M, tile)
-        return self.latent_codec.compress(y, band_rows)
+        y = analyze_tiled(lambda window: self.analyze(window, q, embedding, None, dtype), x, self.config.M,
+                          self.geometry, tile)
+        return self.latent_codec.compress(y, band_rows or self.geometry.coding_band_rows)
 
     @torch.no_grad()
     def decompress(
         self,
         z_stream: bytes,
         y_stream: bytes,
-        z_shape: tuple[int, int],
         quality: float,
         size: tuple[int, int],
         tile: int | None = None,
         check_symbols: Callable[[bytes], None] | None = None,
         dtype: torch.dtype = torch.float32,
-        band_rows: int = CODING_BAND_ROWS,
+        band_rows: int | None = None,
     ) -> Tensor:
         """(H, W, 3) uint8 pixels for size=(H, W).
 
@@ -135,9 +152,10 @@ class SelicModel(CompressionModel):
         can be refused before the expensive part. g_s runs in overlapping tiles above the tile size.
         """
         g_param = next(self.g_s.parameters())
-        y_hat, digest = self.latent_codec.decompress(z_stream, y_stream, z_shape, g_param.dtype, band_rows)
+        y_hat, digest = self.latent_codec.decompress(z_stream, y_stream, self.geometry.z_shape(size),
+                                                     band_rows or self.geometry.coding_band_rows, g_param.dtype)
         if check_symbols is not None:
             check_symbols(digest)
         q = torch.tensor([float(quality)])
         return synthesize_tiled(lambda window: self.synthesize(window, q, dtype), y_hat.to(g_param.device), size,
-                                tile)
+                                self.geometry, tile)

@@ -6,7 +6,8 @@ windows and each keeps the pixels of its own tile. The margin (128 px = 8 latent
 than either receptive field (g_a + fusion: 89 px; g_s: 7 latents = 112 px, measured), so every
 kept value is computed from exactly the inputs the whole-image transform would use: tiled and
 untiled results agree up to float rounding. Between the two, the latent is entropy-coded in
-row bands (model.selic), and the decoder derives tiles and bands from width and height alone.
+row bands (entropy.bands), and the decoder derives tiles and bands from width and height alone. The
+strides and the margin are the architecture's (model.geometry); tiles are cut on multiples of 64 px.
 
 Images that fit in one tile take the single-window path, which is the untiled computation.
 """
@@ -18,15 +19,10 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from ..container import HYPER_STRIDE
+from .geometry import ALIGN, Geometry
 
-#: Latent stride of g_a / g_s, and the alignment of every tile edge (the format's hyper-latent stride).
-LATENT_STRIDE = 16
-ALIGN = HYPER_STRIDE
 #: Tile side in pixels (both directions) unless the caller passes one (`tile` of selic_engine.encode / decode).
 DEFAULT_TILE = 1024
-#: Context kept around each tile, in pixels: more than the receptive field of g_a (89 px) and g_s (112 px).
-MARGIN = 128
 
 
 def round_up(n: int, multiple: int = ALIGN) -> int:
@@ -62,6 +58,7 @@ def analyze_tiled(
     analyze: Callable[[Tensor], Tensor],
     x: Tensor,
     channels: int,
+    geometry: Geometry,
     tile: int | None = None,
 ) -> Tensor:
     """The latent y of x (1, 3, H, W; float in [0, 1] or uint8) padded to a multiple of 64 by edge replication.
@@ -74,19 +71,19 @@ def analyze_tiled(
     t = tile_size(tile)
     H, W = x.shape[-2:]
     Hp, Wp = round_up(H), round_up(W)
+    s, margin = geometry.latent_stride, geometry.tile_margin
     y: Tensor | None = None
     for r0, r1 in spans(Hp, t):
-        a0, a1 = _window(r0, r1, Hp, MARGIN)
+        a0, a1 = _window(r0, r1, Hp, margin)
         rows = x.index_select(-2, _crop_indices(a0, a1, H, x.device))
         for c0, c1 in spans(Wp, t):
-            b0, b1 = _window(c0, c1, Wp, MARGIN)
+            b0, b1 = _window(c0, c1, Wp, margin)
             window = rows.index_select(-1, _crop_indices(b0, b1, W, x.device)).contiguous()
             if window.dtype == torch.uint8:
                 window = window.float().div_(255)
             part = analyze(window)
             if y is None:
-                y = part.new_empty(1, channels, Hp // LATENT_STRIDE, Wp // LATENT_STRIDE)
-            s = LATENT_STRIDE
+                y = part.new_empty(1, channels, Hp // s, Wp // s)
             y[..., r0 // s : r1 // s, c0 // s : c1 // s] = part[
                 ..., (r0 - a0) // s : (r1 - a0) // s, (c0 - b0) // s : (c1 - b0) // s
             ]
@@ -104,6 +101,7 @@ def synthesize_tiled(
     synthesize: Callable[[Tensor], Tensor],
     y_hat: Tensor,
     size: tuple[int, int],
+    geometry: Geometry,
     tile: int | None = None,
 ) -> Tensor:
     """(H, W, 3) uint8 pixels from the whole latent y_hat, synthesised in overlapping tiles.
@@ -111,12 +109,12 @@ def synthesize_tiled(
     `synthesize` maps a latent window to pixels; each tile is converted to 8 bits as soon as it is
     made, so the only whole-image buffer is the 3-byte-per-pixel output.
     """
-    t = tile_size(tile) // LATENT_STRIDE
-    m = MARGIN // LATENT_STRIDE
+    s = geometry.latent_stride
+    t = tile_size(tile) // s
+    m = geometry.tile_margin // s
     H, W = size
     h, w = y_hat.shape[-2:]
     out = torch.empty(H, W, 3, dtype=torch.uint8)
-    s = LATENT_STRIDE
     for r0, r1 in spans(h * s, t * s):
         r0, r1 = r0 // s, r1 // s
         a0, a1 = _window(r0, r1, h, m)

@@ -1,4 +1,8 @@
-"""Analysis/synthesis transforms (g_a, g_s) and hyper transforms (h_a, h_s), from compressai layers."""
+"""Analysis/synthesis transforms (g_a, g_s) and hyper transforms (h_a, h_s), from compressai layers.
+
+Decoder v1 builds its g_s and h_s from `synthesis` and `hyper_synthesis`: they are frozen with it (tests/conformance).
+A new decoder defines its own transforms beside these.
+"""
 
 from __future__ import annotations
 

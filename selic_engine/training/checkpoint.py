@@ -3,6 +3,7 @@ and the trained model inside one, for `selic export`."""
 
 from __future__ import annotations
 
+import json
 import os
 import random
 from pathlib import Path
@@ -11,7 +12,8 @@ from typing import Any
 import torch
 
 from ..config import ModelConfig, preset
-from ..model import SelicModel
+from ..model import Architecture, build_model
+from ..semantic import training_embedder
 from .averaging import averaged_weights
 
 
@@ -40,9 +42,10 @@ def load(path: Path) -> dict[str, Any]:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
-def trained_model(path: Path, preset_name: str | None = None, raw: bool = False) -> tuple[SelicModel, dict[str, str]]:
+def trained_model(path: Path, preset_name: str | None = None, raw: bool = False) -> tuple[Architecture, dict[str, str]]:
     """The model a checkpoint trained, and the history its exported weights record (step, training seconds,
-    whether averaged), so that training from those weights counts on; refuses a config other than preset_name's.
+    whether averaged, the text embedder it was trained with), so that training from those weights counts on and
+    encoding knows what its text vectors mean; refuses a config other than preset_name's.
 
     The weight average is the model when the checkpoint has one (raw=True: the last step's weights).
     """
@@ -51,10 +54,13 @@ def trained_model(path: Path, preset_name: str | None = None, raw: bool = False)
     ckpt_cfg = ModelConfig.from_json(state["config"])
     if cfg is not None and cfg != ckpt_cfg:
         raise ValueError(f"checkpoint config {ckpt_cfg.name!r} does not match preset {cfg.name!r}")
-    model = SelicModel(ckpt_cfg)
+    model = build_model(ckpt_cfg)
     model.load_state_dict(state["model"])
     averaged = "ema" in state and not raw
     if averaged:
         model.load_state_dict(averaged_weights(state["ema"]))
-    return model, {"step": str(state["step"]), "train_seconds": f"{state.get('train_seconds', 0):.0f}",
-                   "averaged": str(averaged).lower()}
+    history = {"step": str(state["step"]), "train_seconds": f"{state.get('train_seconds', 0):.0f}",
+               "averaged": str(averaged).lower()}
+    if "train_config" in state:  # what the encoder's text vectors mean: the engine warns when another answers
+        history["embedder"] = training_embedder(json.loads(state["train_config"])["embedder"])[0]
+    return model, history

@@ -21,7 +21,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
 from ..config import QUALITY_MAX, QUALITY_MIN, Precision, TrainConfig
-from ..model import SelicModel
+from ..model import Architecture
 from ..model.gain import lambda_for
 from ..precision import cpu_has_native_bf16, resolve
 from . import checkpoint
@@ -79,7 +79,7 @@ def train(cfg: TrainConfig) -> Path:
     return last
 
 
-def _train_step(forward: nn.Module, model: SelicModel, optimizers: Optimizers, batch: Batch,
+def _train_step(forward: nn.Module, model: Architecture, optimizers: Optimizers, batch: Batch,
                 embeddings: torch.Tensor, device: torch.device,
                 step: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One step on a batch, each sample at a random quality (and so its own lambda); returns (loss, bpp, mse)."""
@@ -110,7 +110,7 @@ def caption_vectors(cfg: TrainConfig) -> tuple[torch.Tensor, dict[str, list[int]
     return torch.from_numpy(matrix), ids
 
 
-def _place(model: SelicModel, device: torch.device, precision: Precision) -> torch.dtype:
+def _place(model: Architecture, device: torch.device, precision: Precision) -> torch.dtype:
     """Move the model to the device in training mode, with g_a / g_s in `precision`; returns that dtype."""
     model.to(device).train()
     dtype = resolve(precision, device)
@@ -143,7 +143,7 @@ def _distributed() -> tuple[int, int, torch.device]:
     return rank, world, torch.device("cpu")
 
 
-def _data_parallel(model: SelicModel, world: int) -> nn.Module:
+def _data_parallel(model: Architecture, world: int) -> nn.Module:
     """The model under DDP when there are several processes, else itself."""
     if world == 1:
         return model
@@ -155,7 +155,7 @@ def _data_parallel(model: SelicModel, world: int) -> nn.Module:
     return DistributedDataParallel(model)
 
 
-def check_replicas(model: SelicModel, out_dir: Path, rank: int, world: int) -> None:
+def check_replicas(model: Architecture, out_dir: Path, rank: int, world: int) -> None:
     """DDP must keep every replica identical; gather a weights checksum from each rank and record them."""
     digest = hashlib.sha256(b"".join(p.detach().cpu().numpy().tobytes() for p in model.parameters())).hexdigest()
     digests: list[str | None] = [None] * world

@@ -9,8 +9,7 @@ from typing import Any
 import torch
 
 from ..config import TrainConfig
-from ..model import SelicModel
-from ..weights import ENCODER_MODULES
+from ..model import Architecture
 
 MAX_BAD_STEPS = 50  # consecutive steps with non-finite gradients before training gives up
 
@@ -19,10 +18,10 @@ class Optimizers:
     """What changes the weights. --adapter trains the encoder-only modules and leaves the quantiles (and so the
     hyper-latent's entropy tables) as they are."""
 
-    def __init__(self, model: SelicModel, cfg: TrainConfig) -> None:
+    def __init__(self, model: Architecture, cfg: TrainConfig) -> None:
         if cfg.adapter:
             for name, p in model.named_parameters():
-                p.requires_grad_(name.split(".", 1)[0] in ENCODER_MODULES)
+                p.requires_grad_(model.module_group(name) == "encoder")
         self.model, self.cfg = model, cfg
         aux_params = model.latent_codec.aux_parameters()
         self.params = [p for p in model.parameters() if p.requires_grad and all(p is not a for a in aux_params)]

@@ -17,7 +17,7 @@ from torch.optim.swa_utils import AveragedModel
 from tqdm import tqdm
 
 from ..config import TrainConfig
-from ..model import SelicModel
+from ..model import Architecture
 from ..precision import machine_kind
 from . import checkpoint
 from .optim import Optimizers
@@ -79,7 +79,7 @@ class RunRecord:
                 self.bar.write(f"step {step} {key} " + " ".join(f"{k}: {r['bpp']:.3f} bpp {r['psnr']:.2f} dB"
                                                                for k, r in rows.items()))
 
-    def save(self, step: int, model: SelicModel, optimizers: Optimizers, average: AveragedModel | None) -> None:
+    def save(self, step: int, model: Architecture, optimizers: Optimizers, average: AveragedModel | None) -> None:
         """Write last.pt: everything an exact resume needs. Non-finite weights are refused, keeping the previous
         checkpoint."""
         if self.rank:

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from ..config import ModelConfig, TrainConfig, preset
-from ..model import SelicModel
+from ..model import Architecture, build_model
 from ..weights import shipped_weights_path
 from ..weights.files import load_weights, read_metadata
 from . import checkpoint
@@ -23,7 +23,7 @@ class Start:
     """Where a run begins: the model, the checkpoint it resumes (None otherwise), and the steps and training
     seconds already behind it (they count across sessions)."""
 
-    model: SelicModel
+    model: Architecture
     checkpoint: dict[str, Any] | None
     step: int
     train_seconds: float
@@ -47,9 +47,9 @@ def start(cfg: TrainConfig, text_dim: int, last: Path) -> Start:
     model_cfg = preset(cfg.preset)
     if cfg.adapter:
         model_cfg = adapter_config(state, trained, text_dim)
-    model = SelicModel(model_cfg)  # built even when widening replaces it: its initialisation draws from the RNG
+    model = build_model(model_cfg)  # built even when widening replaces it: its initialisation draws from the RNG
     if state is not None:
-        if state["config"] != model_cfg.to_json():
+        if ModelConfig.from_json(state["config"]) != model_cfg:
             raise ValueError(f"checkpoint {resume} was trained with another model config")
         model.load_state_dict(state["model"])
     elif trained is not None:
@@ -71,7 +71,7 @@ def _checkpoint_to_resume(cfg: TrainConfig, last: Path) -> Path | None:
     return Path(cfg.resume) if cfg.resume else None
 
 
-def _from_weights(fresh: SelicModel, trained: SelicModel, cfg: TrainConfig) -> SelicModel:
+def _from_weights(fresh: Architecture, trained: Architecture, cfg: TrainConfig) -> Architecture:
     """--init-weights: adapt them (--adapter), widen them (a wider preset of the same layout starts from what
     the narrower one learned) or continue them; any other config is refused."""
     if cfg.adapter:
@@ -85,7 +85,7 @@ def _from_weights(fresh: SelicModel, trained: SelicModel, cfg: TrainConfig) -> S
     raise ValueError(f"{cfg.init_weights} holds config {trained.config.name!r}, not preset {cfg.preset!r}")
 
 
-def adapter_config(state: dict | None, init: SelicModel | None, text_dim: int) -> ModelConfig:
+def adapter_config(state: dict | None, init: Architecture | None, text_dim: int) -> ModelConfig:
     """--adapter: the config of the model being adapted, with the new embedder's text dimension.
 
     Only the encoder side (fusion included) depends on text_dim, so the decoder and the model id do not change.
@@ -97,7 +97,7 @@ def adapter_config(state: dict | None, init: SelicModel | None, text_dim: int) -
     return init.config.replace(text_dim=text_dim)
 
 
-def load_for_adapter(model: SelicModel, state: dict[str, torch.Tensor]) -> None:
+def load_for_adapter(model: Architecture, state: dict[str, torch.Tensor]) -> None:
     """Load trained weights into a model whose text dimension may differ: the fusion tensors shaped by it start
     fresh; any other mismatch still raises (entropy tables are resized by compressai's load_state_dict)."""
     own = model.state_dict()

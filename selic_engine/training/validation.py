@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch.optim.swa_utils import AveragedModel
 
-from ..model import SelicModel
+from ..model import Architecture
 from .data import load_rgb
 from .loss import rd_loss
 
@@ -30,7 +30,7 @@ def validation_images(root: Path, paths: list[str]) -> list[torch.Tensor]:
 
 
 @torch.no_grad()
-def validate(model: SelicModel, images: list[torch.Tensor]) -> dict[str, dict[str, float]]:
+def validate(model: Architecture, images: list[torch.Tensor]) -> dict[str, dict[str, float]]:
     """Estimated bpp (rounded latents, model likelihoods) and PSNR on held-out images, per quality."""
     model.eval()
     autocast, model.transform_autocast = model.transform_autocast, None  # measure what the codec will do
@@ -49,7 +49,7 @@ def validate(model: SelicModel, images: list[torch.Tensor]) -> dict[str, dict[st
     return result
 
 
-def validate_run(model: SelicModel, average: AveragedModel | None,
+def validate_run(model: Architecture, average: AveragedModel | None,
                  images: list[torch.Tensor]) -> dict[str, dict[str, dict[str, float]]]:
     """{"val": the weights' results, "val_ema": their average's (when kept)}: what the log records."""
     results = {"val": validate(model, images)}

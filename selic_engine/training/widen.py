@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from ..config import ModelConfig
-from ..model import SelicModel
+from ..model import Architecture, build_model
 
 
 def widenable(old: ModelConfig, new: ModelConfig) -> bool:
@@ -27,13 +27,13 @@ def _leading(shape: torch.Size) -> tuple[slice, ...]:
     return tuple(slice(0, n) for n in shape)
 
 
-def widen(model: SelicModel, config: ModelConfig, seed: int = 0) -> SelicModel:
+def widen(model: Architecture, config: ModelConfig, seed: int = 0) -> Architecture:
     """A model of `config` (wider N) that computes what `model` computes."""
     if not widenable(model.config, config):
         raise ValueError(f"cannot widen {model.config} to {config}: only N may grow")
     with torch.random.fork_rng(devices=[]):  # seeded fresh units, without resetting the caller's RNG
         torch.manual_seed(seed)
-        wide = SelicModel(config)
+        wide = build_model(config)
     old_state = model.state_dict()
     state = wide.state_dict()
     params = dict(wide.named_parameters())

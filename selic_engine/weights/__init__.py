@@ -1,8 +1,14 @@
-"""The codec's weights: where the shipped files live, the manifest that vouches for them, and the module groups.
+"""The codec's weights: where the shipped files live, the manifest that vouches for them, and the released
+decoders it lists.
 
 This package owns everything about weights: the shipped `.safetensors` files, their `manifest.json` and the
 model card (README.md) sit in this folder; `weights.files` loads, saves and exports them. This module needs
-no torch, so checking a file against the manifest costs nothing but reading it.
+no torch, so checking a file against the manifest, or finding which file a .selic file's decoder is in, costs
+nothing but reading it.
+
+Every released decoder stays in the package for ever: its manifest entry gives its version ("decoder": 1),
+the release that first shipped it, and the file that holds it, so that every .selic file any release wrote
+opens in every later one (docs/format.md, "Compatibility").
 """
 
 from __future__ import annotations
@@ -10,20 +16,25 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import WeightsNotFoundError
 
 WEIGHTS_DIR = Path(__file__).resolve().parent
-#: Beside every exported weights file: {file name: {"sha256": ..., "model_id": ...}}.
+#: Beside every exported weights file: {file name: {"sha256": ..., "model_id": ...}}; a released decoder's entry
+#: adds "decoder" (its version) and "release" (the selic release that first shipped it).
 MANIFEST = "manifest.json"
 
-# Module groups of SelicModel (its top-level children; tests check that the two cover it).
-#: Run by the encoder alone: all that an adapter for a new text embedder retrains (h_a feeds z, whose
-#: entropy tables stay frozen).
-ENCODER_MODULES = ("g_a", "fusion", "h_a")
-#: What the decoder needs, and all it needs: the model id hashes these, so a file names the decoder it requires.
-DECODER_MODULES = ("h_s", "entropy_bottleneck", "charm", "g_s", "gains")
+
+@dataclass(frozen=True)
+class DecoderRelease:
+    """A released, frozen decoder: files that name its id (or its version) open with `path`."""
+
+    version: int
+    model_id: str
+    release: str  # the selic release that first shipped it
+    path: Path
 
 
 def shipped_weights_path(preset: str) -> Path:
@@ -50,8 +61,19 @@ def record_in_manifest(weights: Path, mid: str) -> None:
     """Record a weights file's sha256 and model id in the manifest beside it: the engine refuses shipped files
     that differ."""
     entries = read_manifest(weights.parent)
-    entries[weights.name] = {"sha256": sha256_file(weights), "model_id": mid}
+    kept = entries.get(weights.name, {})
+    # A re-export of a released decoder (a better encoder beside it: the same decoder id) stays that release.
+    release = {k: kept[k] for k in ("decoder", "release") if k in kept and kept.get("model_id") == mid}
+    entries[weights.name] = {"sha256": sha256_file(weights), "model_id": mid, **release}
     (weights.parent / MANIFEST).write_text(json.dumps(entries, indent=2, sort_keys=True) + "\n")
+
+
+def released_decoders(folder: Path | None = None) -> list[DecoderRelease]:
+    """Every released decoder in `folder` (default: the package's), oldest first."""
+    folder = folder or WEIGHTS_DIR
+    found = [DecoderRelease(int(e["decoder"]), e["model_id"], e["release"], folder / name)
+             for name, e in read_manifest(folder).items() if "decoder" in e]
+    return sorted(found, key=lambda r: r.version)
 
 
 def resolve_weights(model: str | os.PathLike) -> Path:

@@ -1,4 +1,4 @@
-"""Weights files: safetensors only, with the model config in the metadata and a decoder-weights id.
+"""Weights files: safetensors only, with the model config in the metadata and the decoder id.
 
 Loading, saving and exporting need torch and the model; the paths, manifest and module groups beside them
 (selic_engine.weights) do not.
@@ -6,7 +6,6 @@ Loading, saving and exporting need torch and the model; the paths, manifest and 
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,32 +16,26 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from ..config import ModelConfig
-from ..model import SelicModel
-from . import DECODER_MODULES, record_in_manifest
+from ..model import Architecture, architecture, build_model
+from ..model.registry import digest_tensors
+from . import record_in_manifest
 
 
-def model_id(state: dict[str, torch.Tensor]) -> str:
-    """16 hex digits of sha256 over the decoder-side tensors: a file names the exact decoder it needs."""
-    return _digest(state, DECODER_MODULES)
+def model_id(state: dict[str, torch.Tensor], config: ModelConfig) -> str:
+    """The decoder id (16 hex digits) a file records: its architecture's id of the decoder side, so that a
+    file names the exact decoder it needs. Every key must belong to a module group of the architecture."""
+    arch = architecture(config.architecture)
+    for key in state:
+        arch.module_group(key)
+    return arch.decoder_id(state, config)
 
 
-def weights_digest(state: dict[str, torch.Tensor]) -> str:
-    """The same digest over every tensor, encoder side included (adapters differ only there)."""
-    return _digest(state, None)
+def weights_digest(model: Architecture) -> str:
+    """A digest over every tensor, encoder side included (adapters differ only there)."""
+    return digest_tensors(model.state_dict(), type(model), None)
 
 
-def _digest(state: dict[str, torch.Tensor], modules: tuple[str, ...] | None) -> str:
-    h = hashlib.sha256()
-    for name in sorted(state):
-        if modules is None or name.split(".", 1)[0] in modules:
-            t = state[name].detach().cpu().contiguous()
-            t = t.float() if t.is_floating_point() else t
-            h.update(name.encode())
-            h.update(t.numpy().tobytes())
-    return h.hexdigest()[:16]
-
-
-def round_weights(model: SelicModel, dtype: torch.dtype) -> None:
+def round_weights(model: Architecture, dtype: torch.dtype) -> None:
     """Round every float tensor to `dtype` in place (kept float32), so that tables built next match the file."""
     with torch.no_grad():
         for name, t in model.state_dict().items():
@@ -54,7 +47,7 @@ def round_weights(model: SelicModel, dtype: torch.dtype) -> None:
 
 
 def save_weights(
-    model: SelicModel, path: Path, extra: dict[str, str] | None = None, dtype: torch.dtype = torch.float32
+    model: Architecture, path: Path, extra: dict[str, str] | None = None, dtype: torch.dtype = torch.float32
 ) -> str:
     """Write weights (with entropy tables) atomically, floats stored as `dtype`; returns the model id.
 
@@ -63,7 +56,7 @@ def save_weights(
     """
     state = {k: v.detach().cpu().to(dtype).contiguous() if v.is_floating_point() else v.detach().cpu().contiguous()
              for k, v in model.state_dict().items()}
-    mid = model_id(state)
+    mid = model_id(state, model.config)
     meta = {"config": model.config.to_json(), "model_id": mid, "storage": str(dtype).removeprefix("torch."),
             **(extra or {})}
     tmp = path.with_name(path.name + ".tmp")
@@ -89,7 +82,7 @@ def read_metadata(path: Path) -> dict[str, str]:
         return dict(f.metadata() or {})
 
 
-def load_weights(path: Path) -> tuple[SelicModel, str]:
+def load_weights(path: Path) -> tuple[Architecture, str]:
     """Returns (model in eval mode on the CPU, model id recomputed from the tensors).
 
     A file whose recorded model id differs from its tensors is refused: files would name the wrong decoder.
@@ -98,16 +91,17 @@ def load_weights(path: Path) -> tuple[SelicModel, str]:
         meta = f.metadata() or {}
         if "config" not in meta:
             raise ValueError(f"{path}: not a selic weights file (no config metadata)")
+        config = ModelConfig.from_json(meta["config"])  # a newer selic's config or architecture: NewerSelicError
         state = {k: f.get_tensor(k) for k in f.keys()}
-    mid, recorded = model_id(state), meta.get("model_id")
+    mid, recorded = model_id(state, config), meta.get("model_id")
     if recorded and recorded != mid:
         raise ValueError(f"{path}: model id in metadata ({recorded}) does not match its tensors ({mid})")
-    model = SelicModel(ModelConfig.from_json(meta["config"]))
+    model = build_model(config)
     model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
     return model.eval(), mid
 
 
-def export(model: SelicModel, path: Path, metadata: dict[str, str] | None = None, float16: bool = False) -> str:
+def export(model: Architecture, path: Path, metadata: dict[str, str] | None = None, float16: bool = False) -> str:
     """A trained model -> shipped weights: rounded to the stored precision (in place), entropy tables rebuilt
     from the rounded weights, written with `metadata` and recorded in the manifest beside; returns the model id.
 
