@@ -70,14 +70,14 @@ def _engine(model: str):
         import torch
 
         from selic_engine.config import PRESETS
-        from selic_engine.model import SelicModel
+        from selic_engine.model import build_model
         from selic_engine.testing import build_tiny
 
         if model == "tiny":
             return se.register_model(build_tiny()), "tests' tiny random model (N=16, M=32)"
         torch.manual_seed(0)
         cfg = PRESETS["small"]
-        net = SelicModel(cfg)
+        net = build_model(cfg)
         net.update(force=True)
         return se.register_model(net.eval()), f"small preset with random weights (N={cfg.N}, M={cfg.M})"
     engine = se.get_engine(model)

@@ -175,9 +175,9 @@ def codec_model() -> tuple[Any, str]:
     try:
         return se.get_engine("small", "cpu"), "shipped selic-small weights"
     except WeightsNotFoundError:
-        from selic_engine.model import SelicModel
+        from selic_engine.model import build_model
 
-        model = SelicModel(se.preset("small"))
+        model = build_model(se.preset("small"))
         model.update(force=True)
         return se.register_model(model.eval(), "cpu"), "small preset, random weights (no shipped weights)"
 

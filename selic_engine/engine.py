@@ -240,7 +240,7 @@ def _missing_decoder(mid: str, tag: DecoderTag | None, released: list[DecoderRel
                 "another id: the file is damaged, or was written by a modified selic")
     return (f"this file needs decoder {mid}, which no selic release has (releases keep decoders {have}): it was "
             "written with development weights. If you have them, open it with $SELIC_MODEL_PATH=WEIGHTS.safetensors, "
-            "or re-encode it for this release with `selic convert --from-weights WEIGHTS.safetensors FILE`")
+            "or re-encode it for this release with `selic convert FILE --from-weights WEIGHTS.safetensors -o DIR`")
 
 
 def decode(

@@ -178,12 +178,12 @@ def test_ddp_two_cpu_processes_keep_identical_replicas(dataset, tmp_path):
 def test_widening_keeps_what_the_narrow_model_computes():
     """Net2Net-style widening: the wider model reproduces the narrow one's reconstruction and likelihoods."""
     from selic_engine.config import ModelConfig
-    from selic_engine.model import SelicModel
+    from selic_engine.model import build_model
     from selic_engine.training.widen import widen, widenable
 
     torch.manual_seed(0)
     narrow = ModelConfig(**TINY)
-    model = SelicModel(narrow).eval()
+    model = build_model(narrow).eval()
     for p in model.parameters():  # move away from the init, so that copied and fresh values differ
         p.data.add_(0.05 * torch.randn_like(p))
     wide_cfg = narrow.replace(N=24)
