@@ -64,7 +64,7 @@ def test_a_file_from_development_weights_says_so_and_how_to_convert(dev_weights:
     with pytest.raises(UnknownModelError) as info:
         se.decode(data)
     message = str(info.value)
-    assert "development weights" in message and "selic convert --from-weights" in message
+    assert "development weights" in message and "selic convert FILE --from-weights" in message
     assert "upgrade" not in message.lower()
 
 
