@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image, PngImagePlugin
 
+import pillow_selic  # noqa: F401  (registers SELIC with Pillow)
 import selic_engine as se
 from selic_engine import plugins, semantic
 from selic_engine.semantic.defaults import BlipCaptioner
@@ -25,6 +26,16 @@ WORDS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[DEC]", "a", "red", "bar
 BARN = WORDS.index("barn")
 XMP = ('<x:xmpmeta><rdf:RDF><rdf:Description><dc:description><rdf:Alt><rdf:li xml:lang="x-default">{}</rdf:li>'
        "</rdf:Alt></dc:description></rdf:Description></rdf:RDF></x:xmpmeta>")
+#: As Lightroom writes it: attributes, line breaks, and a dc:title (with its own rdf:li) before the description.
+XMP_LIGHTROOM = ('<?xpacket begin="" id="W5M0MpCehiHzreSzNTczkc9d"?>\n<x:xmpmeta xmlns:x="adobe:ns:meta/">\n'
+                 ' <rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">\n'
+                 '  <rdf:Description rdf:about="" xmlns:dc="http://purl.org/dc/elements/1.1/">\n'
+                 '   <dc:title>\n    <rdf:Alt>\n     <rdf:li xml:lang="x-default">Barn</rdf:li>\n    </rdf:Alt>\n'
+                 '   </dc:title>\n   <dc:description>\n    <rdf:Alt>\n'
+                 '     <rdf:li xml:lang="x-default">{}</rdf:li>\n    </rdf:Alt>\n   </dc:description>\n'
+                 '  </rdf:Description>\n </rdf:RDF>\n</x:xmpmeta>\n<?xpacket end="w"?>')
+#: The reviewer's packet (900 KB, a 3 KB PNG): a backtracking search of it held a save for over 400 s.
+HOSTILE_XMP = "<dc:description" * 60000
 
 
 @pytest.fixture(autouse=True)
@@ -99,12 +110,43 @@ def jpeg_with_exif_description(text: str) -> Image.Image:
         (lambda: png_with(Description="png: a red barn"), "png: a red barn"),
         (lambda: png_with(Title="title: a red barn"), "title: a red barn"),
         (lambda: png_with(**{"XML:com.adobe.xmp": XMP.format("xmp: barn &amp; field")}), "xmp: barn & field"),
+        (lambda: png_with(**{"XML:com.adobe.xmp": XMP_LIGHTROOM.format("a red barn")}), "a red barn"),
+        (lambda: png_with(**{"XML:com.adobe.xmp": XMP.format("")}), None),
+        # an empty description is no caption, even with an rdf:li of another property after it
+        (lambda: png_with(**{"XML:com.adobe.xmp": "<dc:description/><dc:subject><rdf:Bag><rdf:li>barn</rdf:li>"}),
+         None),
+        (lambda: png_with(**{"XML:com.adobe.xmp": "<dc:descriptions><rdf:li>not dc:description</rdf:li>"}), None),
+        (lambda: png_with(**{"XML:com.adobe.xmp": HOSTILE_XMP}), None),
         (lambda: png_with(Description="  \x00"), None),
         (lambda: Image.new("RGB", (4, 4)), None),
     ],
 )
 def test_metadata_caption(image, expected):
     assert semantic.metadata_caption(image()) == expected
+
+
+def test_metadata_scan_stops_at_its_limit():
+    """A description beyond METADATA_SCAN_BYTES is not looked for: the bytes a save reads are bounded."""
+    padding = " " * semantic.METADATA_SCAN_BYTES
+    assert semantic.metadata_caption(png_with(**{"XML:com.adobe.xmp": XMP.format("near")})) == "near"
+    assert semantic.metadata_caption(png_with(**{"XML:com.adobe.xmp": padding + XMP.format("far")})) is None
+    assert semantic.metadata_caption(png_with(Description="d" * (2 * semantic.METADATA_SCAN_BYTES))) is None
+
+
+@pytest.mark.timeout(120)  # a hang guard, not a timing: the scan is linear and takes milliseconds
+def test_hostile_xmp_does_not_hang_a_save(tmp_path, tiny_engine, tiny_weights):
+    """The reviewer's PNG: Image.save and `selic compress` both finish, keep the XMP and find no caption."""
+    info = PngImagePlugin.PngInfo()
+    info.add_itxt("XML:com.adobe.xmp", HOSTILE_XMP, zip=True)
+    Image.new("RGB", (16, 12), "gray").save(tmp_path / "hostile.png", pnginfo=info)
+    with Image.open(tmp_path / "hostile.png") as image:
+        image.save(tmp_path / "saved.selic", model=tiny_engine.model_id, store_caption=True)
+    from selic_engine import cli
+
+    cli.main(["compress", str(tmp_path / "hostile.png"), "--model", str(tiny_weights), "--store-caption"])
+    for name in ("saved.selic", "hostile.selic"):
+        with Image.open(tmp_path / name) as saved:
+            assert saved.info["xmp"] == HOSTILE_XMP.encode() and "caption" not in saved.info
 
 
 def test_engine_reads_the_caption_from_metadata(tiny_engine):
