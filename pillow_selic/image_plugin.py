@@ -130,6 +130,13 @@ def _save(im: Image.Image, fp: IO[bytes], filename: str | bytes) -> None:
         raise
 
 
+def _save_all(im: Image.Image, fp: IO[bytes], filename: str | bytes) -> None:
+    """Image.save with save_all=True (or append_images): Pillow takes save_all out of the options, so it goes
+    back in for the save policy to refuse, in its words (without this handler Pillow raised KeyError)."""
+    im.encoderinfo = {**im.encoderinfo, "save_all": True}  # Image.save restores encoderinfo afterwards
+    _save(im, fp, filename)
+
+
 def save(im: Image.Image, path: str | os.PathLike, **options: Any) -> None:
     """Image.save(path, format="SELIC", **options), but atomic: the file is written to a temporary
     beside `path` and renamed over it, so a bad option, an error or Ctrl-C leaves an existing file as it
@@ -139,9 +146,11 @@ def save(im: Image.Image, path: str | os.PathLike, **options: Any) -> None:
 
 
 def register() -> None:
-    """Register open, save, the .selic extension and the MIME type with Pillow (idempotent)."""
+    """Register open, save (and save_all, to refuse it), the .selic extension and the MIME type with Pillow
+    (idempotent)."""
     Image.register_open(FORMAT, SelicImageFile, _accept)
     Image.register_save(FORMAT, _save)
+    Image.register_save_all(FORMAT, _save_all)
     Image.register_extensions(FORMAT, EXTENSIONS)
     Image.register_mime(FORMAT, MIME)
 

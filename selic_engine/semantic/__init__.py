@@ -6,17 +6,14 @@ needs no caption: the text vector only shapes the latent that the encoder writes
 
 from __future__ import annotations
 
-import functools
 import html
-import importlib.util
-import os
 import re
-import sys
-import warnings
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+
+from ..callers import warn_at_caller
 
 __all__ = ["HOOK", "embed_texts", "metadata_caption", "resolve_caption", "text_embedder_info", "training_embedder"]
 
@@ -36,8 +33,6 @@ _NO_CAPTION_HELP = (
     "image yourself, caption=False to skip the semantic branch, or set SELIC_CAPTIONER=none to encode without "
     "captions silently. `selic plugins` shows which captioner is active and why."
 )
-# Frames in these packages are not "the caller": the warning points at the first line outside them.
-_INTERNAL_PACKAGES = ("selic_engine", "pillow_selic", "PIL", "imageio")
 _warned_no_caption = False
 
 
@@ -116,22 +111,6 @@ def _plugin_manager() -> Any:
     return get_plugin_manager()
 
 
-@functools.cache
-def _internal_dirs() -> tuple[str, ...]:
-    found = (importlib.util.find_spec(name) for name in _INTERNAL_PACKAGES)
-    return tuple(os.path.join(d, "") for spec in found if spec and spec.submodule_search_locations
-                 for d in spec.submodule_search_locations)
-
-
-def _caller_stacklevel() -> int:
-    """The stacklevel, for a warnings.warn in this function's caller, of the first frame outside selic, Pillow
-    and imageio: the user's own line, however many layers (Image.save, imageio, rate control) lie between."""
-    frame, level = sys._getframe(2), 2
-    while frame is not None and frame.f_code.co_filename.startswith(_internal_dirs()):
-        frame, level = frame.f_back, level + 1
-    return level
-
-
 def resolve_caption(image: Any, caption: str | None) -> str | None:
     """Caller's caption, else the image's metadata, else the captioner hook, else None.
 
@@ -144,7 +123,7 @@ def resolve_caption(image: Any, caption: str | None) -> str | None:
     text = _text(caption) or metadata_caption(image) or _text(_plugin_manager().hook.selic_caption(image=image))
     if text is None and not _warned_no_caption and captioner_setting() != NO_CAPTIONER:
         _warned_no_caption = True
-        warnings.warn(_NO_CAPTION_HELP, stacklevel=_caller_stacklevel())
+        warn_at_caller(_NO_CAPTION_HELP)
     return text
 
 
