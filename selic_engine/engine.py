@@ -109,6 +109,7 @@ class Engine:
 
         dtype = transform_dtype(precision, self.device)  # outside the try: a bad option is not a damaged file
         tile = tile_size(tile)  # likewise
+        alpha = None if f.alpha is None else imaging.alpha_plane(f.alpha, h.size)  # damaged: refused before g_s
         try:
             with onednn_conv():
                 pixels = self.model.decompress(f.z_stream, f.y_stream, h.z_shape, h.quality, (h.height, h.width),
@@ -117,7 +118,7 @@ class Engine:
             raise
         except (RuntimeError, ValueError, OverflowError) as exc:  # what a damaged latent can still provoke in torch
             raise DesyncError(f"latent stream could not be decoded: {exc}") from exc
-        return imaging.merge(pixels, h.mode, f.alpha)
+        return imaging.merge(pixels, h.mode, alpha)
 
 
 #: Engines loaded from weights files that stay cached at once, least recently used dropped first (each holds
