@@ -17,7 +17,7 @@ from PIL import Image
 
 from . import imaging
 from .config import DEFAULT_MODEL, Precision
-from .container import Header, SelicFile, info, pack, read_header, unpack
+from .container import HEADER_SIZE, Header, SelicFile, info, pack, read_header, unpack
 from .errors import DesyncError, ImageTooLargeError, UnknownModelError
 from .model import SelicModel
 from .model.determinism import onednn_conv
@@ -203,14 +203,23 @@ def engine_for_id(mid: str, device: str | torch.device | None = None) -> Engine:
     )
 
 
+def _read(source: bytes | str | os.PathLike, limit: int = -1) -> bytes:
+    """The bytes given, or the first `limit` bytes (-1: all) of the file that a str or path names."""
+    if isinstance(source, str | os.PathLike):
+        with open(source, "rb") as f:
+            return f.read(limit)
+    return source
+
+
 def decode(
-    data: bytes,
+    data: bytes | str | os.PathLike,
     *,
     device: str | torch.device | None = None,
     precision: Precision | None = None,
     tile: int | None = None,
 ) -> Image.Image:
-    """Decompress .selic bytes to a PIL image in the original mode (RGB, L, RGBA or LA).
+    """Decompress .selic bytes, or the .selic file a path names, to a PIL image in the original mode
+    (RGB, L, RGBA or LA).
 
     Any damaged or hostile input raises a SelicFormatError (a ValueError): bad structure or CRC,
     a size over the decompression-bomb limit (ImageTooLargeError), or latent symbols that fail
@@ -220,7 +229,7 @@ def decode(
     tiling.DEFAULT_TILE), which bounds the memory a large image needs; decoded pixels differ negligibly
     between tile sizes (float rounding).
     """
-    f = unpack(data)
+    f = unpack(_read(data))
     try:
         check_pixels(f.header)
     except Image.DecompressionBombError as exc:
@@ -235,6 +244,7 @@ def check_pixels(header: Header) -> None:
     Image._decompression_bomb_check(header.size)
 
 
-def probe(data: bytes) -> Header:
-    """Read the header only: size, mode, quality, model id. Needs no model."""
-    return read_header(data)
+def probe(data: bytes | str | os.PathLike) -> Header:
+    """Read the header only, of .selic bytes or of the file a path names: size, mode, quality, model id.
+    Needs no model, and reads only the header's bytes of a file."""
+    return read_header(_read(data, HEADER_SIZE))

@@ -277,6 +277,19 @@ def test_damaged_alpha_is_a_format_error_before_the_rgb_decode(tiny_engine, phot
         se.decode(replace_chunk(data, b"ALPH", alpha))
 
 
+def test_probe_and_decode_take_a_path(tiny_engine, photo, tmp_path):
+    """se.probe("x.selic") used to say "bad magic" of a good file, and se.decode("x.selic") raise TypeError."""
+    data = se.encode(photo, 4, caption=False, model=tiny_engine.model_id)
+    path = tmp_path / "x.selic"
+    path.write_bytes(data)
+    expected = np.asarray(se.decode(data))
+    for source in (path, str(path)):
+        assert se.probe(source) == se.probe(data)
+        assert np.array_equal(np.asarray(se.decode(source)), expected)
+    with pytest.raises(FileNotFoundError):
+        se.probe(tmp_path / "missing.selic")
+
+
 def test_refuses_high_bit_depth(tiny_engine):
     img = Image.new("I;16", (8, 8))
     with pytest.raises(ValueError, match="bit depth"):
