@@ -68,7 +68,8 @@ class SelicImageFile(ImageFile.ImageFile):
         self.tile = [ImageFile._Tile("raw", (0, 0, *self.size), 0, self.mode)]
 
     def _read_all(self) -> bytes:
-        assert self.fp is not None
+        if self.fp is None:  # close(), or the end of Image.open's with block, before the pixels were loaded
+            raise ValueError("Operation on closed image")  # Pillow's error for its own formats (PNG's load)
         self.fp.seek(0)
         return self.fp.read()
 
@@ -76,8 +77,9 @@ class SelicImageFile(ImageFile.ImageFile):
         if self.tile:
             from selic_engine import engine
 
+            data = self._read_all()
             try:  # engine.decode applies Pillow's MAX_IMAGE_PIXELS check before it decodes
-                decoded = engine.decode(self._read_all(), device=DECODE_DEVICE)
+                decoded = engine.decode(data, device=DECODE_DEVICE)
             except Image.DecompressionBombError:
                 raise  # Pillow's own error type for this, even though selic's subclass is also a ValueError
             except ValueError as exc:  # SelicFormatError, DesyncError, UnknownModelError, damaged alpha

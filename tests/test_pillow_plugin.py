@@ -200,6 +200,17 @@ def test_interrupted_save_over_an_existing_file_removes_it(save, rgb, tmp_path, 
     assert os.listdir(tmp_path) == []
 
 
+def test_load_after_close_is_pillows_closed_image_error(save, rgb, tmp_path):
+    """load() after close() used to fail a bare assert; Pillow's own formats raise this ValueError."""
+    rgb.save(tmp_path / "x.png")
+    save(rgb, tmp_path / "x.selic")
+    for name in ("x.png", "x.selic"):
+        image = Image.open(tmp_path / name)
+        image.close()
+        with pytest.raises(ValueError, match="Operation on closed image"):
+            image.load()
+
+
 def test_atomic_save_keeps_the_existing_file(rgb, tmp_path, tiny_engine, monkeypatch):
     """Image.save cannot keep a file it failed to replace (Pillow empties it before the plugin runs);
     pillow_selic.save can: a bad option, an error or Ctrl-C leaves the old file and no temporary."""
