@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,9 @@ def no_progress_bars() -> Iterator[None]:
         yield
     finally:
         if shown:
-            logging.enable_progress_bar()
+            with warnings.catch_warnings():  # huggingface_hub warns if its env switch keeps its own bars off
+                warnings.simplefilter("ignore", UserWarning)
+                logging.enable_progress_bar()
 
 
 class TransformersTextEmbedder:
