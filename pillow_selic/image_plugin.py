@@ -3,7 +3,8 @@
 `_accept` matches the magic bytes, so no other format ever reaches this decoder. `Image.open`
 reads the header and the small metadata chunks only (seeking over the coded streams); `load()`
 decodes through `selic_engine.decode`; `_save` builds the whole file in memory before writing
-a byte. torch is imported on the first load() or save(), never by opening or registering.
+a byte, then writes it whole or not at all. torch is imported on the first load() or save(),
+never by opening or registering.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import IO, Any
 
 from PIL import Image, ImageFile
 
+from selic_engine.atomic import write_atomic, write_whole
 from selic_engine.container import (
     HEADER_SIZE,
     SelicFormatError,
@@ -66,7 +68,8 @@ class SelicImageFile(ImageFile.ImageFile):
         self.tile = [ImageFile._Tile("raw", (0, 0, *self.size), 0, self.mode)]
 
     def _read_all(self) -> bytes:
-        assert self.fp is not None
+        if self.fp is None:  # close(), or the end of Image.open's with block, before the pixels were loaded
+            raise ValueError("Operation on closed image")  # Pillow's error for its own formats (PNG's load)
         self.fp.seek(0)
         return self.fp.read()
 
@@ -74,8 +77,9 @@ class SelicImageFile(ImageFile.ImageFile):
         if self.tile:
             from selic_engine import engine
 
+            data = self._read_all()
             try:  # engine.decode applies Pillow's MAX_IMAGE_PIXELS check before it decodes
-                decoded = engine.decode(self._read_all(), device=DECODE_DEVICE)
+                decoded = engine.decode(data, device=DECODE_DEVICE)
             except Image.DecompressionBombError:
                 raise  # Pillow's own error type for this, even though selic's subclass is also a ValueError
             except ValueError as exc:  # SelicFormatError, DesyncError, UnknownModelError, damaged alpha
@@ -104,8 +108,8 @@ class SelicImageFile(ImageFile.ImageFile):
 
 
 def _discard_if_empty(fp: IO[bytes], filename: str | bytes) -> None:
-    """Remove the file being saved to if nothing is in it yet: Image.save cleans up after an Exception
-    only, so without this Ctrl-C while encoding would leave the empty file it opened."""
+    """Remove the file being saved to if nothing is in it: Image.save cleans up after an Exception only,
+    so without this Ctrl-C would leave the emptied file it opened."""
     try:
         opened = os.fstat(fp.fileno())
         if filename and opened.st_size == 0 and os.path.samestat(opened, os.stat(filename)):
@@ -115,30 +119,40 @@ def _discard_if_empty(fp: IO[bytes], filename: str | bytes) -> None:
 
 
 def _save(im: Image.Image, fp: IO[bytes], filename: str | bytes) -> None:
-    """Encode completely before writing a byte. Pillow has already opened (and so emptied) the target:
-    on an error it removes a file it created but leaves one that existed empty; `save` avoids both."""
+    """Encode completely, then write the bytes whole or not at all (a full disk cuts off what was written).
+
+    Pillow has already opened, and so emptied, the target. After an error it removes a file it created and
+    leaves an existing one empty; after Ctrl-C, which Pillow does not clean up after, this removes the emptied
+    file, new or existing alike, since nothing tells them apart here. `save` keeps an existing file instead.
+    """
     try:
-        data = encode_with_options(im, im.encoderinfo)  # the save policy: selic_engine.saving
-    except (KeyboardInterrupt, SystemExit):  # Image.save cleans up after an Exception, not after these
+        write_whole(fp, encode_with_options(im, im.encoderinfo))  # the save policy: selic_engine.saving
+    except (KeyboardInterrupt, SystemExit):
         _discard_if_empty(fp, filename)
         raise
-    fp.write(data)
+
+
+def _save_all(im: Image.Image, fp: IO[bytes], filename: str | bytes) -> None:
+    """Image.save with save_all=True (or append_images): Pillow takes save_all out of the options, so it goes
+    back in for the save policy to refuse, in its words (without this handler Pillow raised KeyError)."""
+    im.encoderinfo = {**im.encoderinfo, "save_all": True}  # Image.save restores encoderinfo afterwards
+    _save(im, fp, filename)
 
 
 def save(im: Image.Image, path: str | os.PathLike, **options: Any) -> None:
     """Image.save(path, format="SELIC", **options), but atomic: the file is written to a temporary
     beside `path` and renamed over it, so a bad option, an error or Ctrl-C leaves an existing file as it
     was (Image.save itself empties the target before any plugin code runs)."""
-    from selic_engine.atomic import write_atomic
-
     data = encode_with_options(im, options)
     write_atomic(path, lambda tmp: tmp.write_bytes(data))
 
 
 def register() -> None:
-    """Register open, save, the .selic extension and the MIME type with Pillow (idempotent)."""
+    """Register open, save (and save_all, to refuse it), the .selic extension and the MIME type with Pillow
+    (idempotent)."""
     Image.register_open(FORMAT, SelicImageFile, _accept)
     Image.register_save(FORMAT, _save)
+    Image.register_save_all(FORMAT, _save_all)
     Image.register_extensions(FORMAT, EXTENSIONS)
     Image.register_mime(FORMAT, MIME)
 

@@ -15,10 +15,11 @@ import numpy as np
 from imageio.config import known_plugins
 from imageio.config.extensions import FileExtension, extension_list, known_extensions
 from imageio.config.plugins import PluginConfig
-from imageio.core.request import URI_BYTES, InitializationError, IOMode, Request
+from imageio.core.request import URI_BYTES, URI_FILENAME, InitializationError, IOMode, Request
 from imageio.core.v3_plugin_api import ImageProperties, PluginV3
 from PIL import Image
 
+from selic_engine.atomic import write_atomic, write_whole
 from selic_engine.saving import encode_with_options
 
 from .image_plugin import EXTENSIONS, SelicImageFile, _accept
@@ -109,14 +110,19 @@ class SelicPlugin(PluginV3):
         return {**image.info, "mode": image.mode, "shape": image.size}
 
     def write(self, ndimage: Any, *, is_batch: bool | None = None, **kwargs: Any) -> bytes | None:
-        """Encode fully, then write: a failed encode creates no file. Returns the bytes for '<bytes>'."""
+        """Encode fully, then write whole or not at all: a file path through a temporary renamed over it (an
+        error, a full disk or Ctrl-C leaves no file, or the old one as it was); a caller's file object cut back
+        to where it was on a failure. Returns the bytes for '<bytes>'."""
         if self._written:
             raise ValueError("a .selic file holds one image; open a new file for the next one")
         frames = _frames(ndimage, is_batch)
         if len(frames) != 1:
             raise ValueError(f"a .selic file holds one image, got a batch of {len(frames)}")
         data = encode_with_options(frames[0], kwargs)
-        self.request.get_file().write(data)
+        if self.request._uri_type == URI_FILENAME:
+            write_atomic(self.request.filename, lambda tmp: tmp.write_bytes(data))
+        else:  # '<bytes>' and zip members: a BytesIO that imageio passes on; or the caller's file object
+            write_whole(self.request.get_file(), data)
         self._written = True
         return data if self.request._uri_type == URI_BYTES else None
 

@@ -23,7 +23,7 @@ from typing import Any, NoReturn
 from .atomic import write_atomic
 from .config import DEFAULT_MODEL, TrainConfig
 from .container import IMAGE_METADATA
-from .saving import SaveOptions
+from .saving import SaveOptions, check_quality
 
 SUFFIX = ".selic"
 #: The photo `selic demo` uses without an argument: it ships with selic (see selic_engine/data/README.md).
@@ -47,6 +47,19 @@ def _output_format(name: str) -> tuple[str, str]:
         writable = sorted({ext[1:] for ext, f in Image.registered_extensions().items() if f in Image.SAVE})
         raise argparse.ArgumentTypeError(f"Pillow cannot write {name!r}; it writes {', '.join(writable)}")
     return suffix, fmt
+
+
+def _quality(text: str) -> float:
+    """argparse type for -q: the save policy's own check, so that a quality out of range is an argument
+    error (exit status 2), refused before any work."""
+    try:
+        value: object = float(text)
+    except ValueError:
+        value = text  # check_quality refuses it in the words it uses for every bad quality
+    try:
+        return check_quality(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _files(patterns: list[str], example: str) -> list[Path]:
@@ -183,12 +196,13 @@ def cmd_convert(args: argparse.Namespace) -> None:
 
 
 def cmd_info(args: argparse.Namespace) -> None:
+    """One JSON line per file; a file that fails is named and the rest go on, as in compress."""
     from .container import unpack
     from .weights import released_decoders
 
     versions = {r.model_id: r.version for r in released_decoders()}
 
-    for src in _files(args.inputs, "*.selic"):
+    def work(src: Path, _: Path) -> str:
         data = src.read_bytes()
         f = unpack(data)
         h = f.header
@@ -197,7 +211,9 @@ def cmd_info(args: argparse.Namespace) -> None:
                 "metadata": sorted(f.metadata), "decoder": _decoder_label(f, versions)}
         if "caption" in f.metadata:
             info["caption"] = f.metadata["caption"].decode("utf-8", "replace")
-        print(json.dumps(info))
+        return json.dumps(info)
+
+    _batch({src: src for src in _files(args.inputs, "*.selic")}, "info", work)
 
 
 def _decoder_label(f: Any, versions: dict[str, int]) -> str:
@@ -303,7 +319,7 @@ def parser() -> argparse.ArgumentParser:
     batch.add_argument("--force", action="store_true", help="overwrite outputs that already exist")
 
     c = sub.add_parser("compress", parents=[common, batch], help="images -> .selic files")
-    c.add_argument("-q", "--quality", type=float,
+    c.add_argument("-q", "--quality", type=_quality,
                    help="1 (smallest) .. 8 (best), fractional ok; default 4, or the cap of a size target")
     c.add_argument("--max-bytes", type=int, help="the largest quality whose file fits in this many bytes")
     c.add_argument("--bpp", type=float, help="the largest quality whose file fits in this many bits per pixel")
@@ -331,7 +347,7 @@ def parser() -> argparse.ArgumentParser:
 
     m = sub.add_parser("demo", parents=[common], help="round-trip a real photo with the shipped model")
     m.add_argument("image", nargs="?", help="your photo (default: the astronaut photo shipped with selic)")
-    m.add_argument("-q", "--quality", type=float, nargs="+", default=[2.0, 5.0])
+    m.add_argument("-q", "--quality", type=_quality, nargs="+", default=[2.0, 5.0])
     m.add_argument("--caption", default="")
     m.add_argument("--model", default=DEFAULT_MODEL)
     m.add_argument("--output", help="also write the last .selic file here")

@@ -18,7 +18,7 @@ from PIL import Image
 
 from . import __version__, imaging
 from .config import DEFAULT_MODEL, Precision
-from .container import DecoderTag, Header, SelicFile, info, pack, read_header, unpack
+from .container import HEADER_SIZE, DecoderTag, Header, SelicFile, info, pack, read_header, unpack
 from .errors import DesyncError, ImageTooLargeError, UnknownModelError
 from .model import Architecture
 from .model.determinism import onednn_conv
@@ -129,6 +129,7 @@ class Engine:
 
         dtype = transform_dtype(precision, self.device)  # outside the try: a bad option is not a damaged file
         tile = tile_size(tile)  # likewise
+        alpha = None if f.alpha is None else imaging.alpha_plane(f.alpha, h.size)  # damaged: refused before g_s
         try:
             with onednn_conv():
                 pixels = self.model.decompress(f.z_stream, f.y_stream, h.quality, (h.height, h.width), tile,
@@ -137,7 +138,7 @@ class Engine:
             raise
         except (RuntimeError, ValueError, OverflowError) as exc:  # what a damaged latent can still provoke in torch
             raise DesyncError(f"latent stream could not be decoded: {exc}") from exc
-        return imaging.merge(pixels, h.mode, f.alpha)
+        return imaging.merge(pixels, h.mode, alpha)
 
 
 #: Engines loaded from weights files that stay cached at once, least recently used dropped first (each holds
@@ -243,14 +244,23 @@ def _missing_decoder(mid: str, tag: DecoderTag | None, released: list[DecoderRel
             "or re-encode it for this release with `selic convert FILE --from-weights WEIGHTS.safetensors -o DIR`")
 
 
+def _read(source: bytes | str | os.PathLike, limit: int = -1) -> bytes:
+    """The bytes given, or the first `limit` bytes (-1: all) of the file that a str or path names."""
+    if isinstance(source, str | os.PathLike):
+        with open(source, "rb") as f:
+            return f.read(limit)
+    return source
+
+
 def decode(
-    data: bytes,
+    data: bytes | str | os.PathLike,
     *,
     device: str | torch.device | None = None,
     precision: Precision | None = None,
     tile: int | None = None,
 ) -> Image.Image:
-    """Decompress .selic bytes to a PIL image in the original mode (RGB, L, RGBA or LA).
+    """Decompress .selic bytes, or the .selic file a path names, to a PIL image in the original mode
+    (RGB, L, RGBA or LA).
 
     Any damaged or hostile input raises a SelicFormatError (a ValueError): bad structure or CRC,
     a size over the decompression-bomb limit (ImageTooLargeError), or latent symbols that fail
@@ -260,7 +270,7 @@ def decode(
     tiling.DEFAULT_TILE), which bounds the memory a large image needs; decoded pixels differ negligibly
     between tile sizes (float rounding).
     """
-    f = unpack(data)
+    f = unpack(_read(data))
     try:
         check_pixels(f.header)
     except Image.DecompressionBombError as exc:
@@ -276,6 +286,7 @@ def check_pixels(header: Header) -> None:
     Image._decompression_bomb_check(header.size)
 
 
-def probe(data: bytes) -> Header:
-    """Read the header only: size, mode, quality, model id. Needs no model."""
-    return read_header(data)
+def probe(data: bytes | str | os.PathLike) -> Header:
+    """Read the header only, of .selic bytes or of the file a path names: size, mode, quality, model id.
+    Needs no model, and reads only the header's bytes of a file."""
+    return read_header(_read(data, HEADER_SIZE))

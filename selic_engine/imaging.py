@@ -14,6 +14,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .container import SelicFormatError
+
 CONVERT = {"1": "L", "CMYK": "RGB", "YCbCr": "RGB", "LAB": "RGB", "HSV": "RGB", "RGBa": "RGBA", "La": "LA",
            "RGBX": "RGB", "PA": "RGBA"}
 #: Rows converted at a time by split (bounds its transient copies).
@@ -76,19 +78,30 @@ def split(image: Image.Image) -> tuple[torch.Tensor, bytes | None]:
     return torch.from_numpy(rgb).permute(2, 0, 1)[None], alpha
 
 
-def merge(pixels: torch.Tensor, mode: str, alpha: bytes | None) -> Image.Image:
-    """(H, W, 3) uint8 pixels + stored alpha -> a PIL image in the original mode."""
+def alpha_plane(data: bytes, size: tuple[int, int]) -> Image.Image:
+    """A file's stored alpha plane (an 8-bit grayscale PNG) as an L image of the image's size.
+
+    The decoder calls this before the RGB decode, so a damaged plane costs nothing; the PNG's header is
+    checked against `size` before its pixels inflate, so it cannot be a decompression bomb.
+    Raises SelicFormatError.
+    """
+    try:
+        with Image.open(io.BytesIO(data), formats=["PNG"]) as png:
+            mode, found = png.mode, png.size
+            if (mode, found) == ("L", size):
+                png.load()
+                return png
+    except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as exc:
+        raise SelicFormatError(f"damaged alpha plane: {exc}") from exc
+    raise SelicFormatError(f"the alpha plane is a {mode} {found[0]}x{found[1]} image, "
+                           f"not the image's L {size[0]}x{size[1]}")
+
+
+def merge(pixels: torch.Tensor, mode: str, alpha: Image.Image | None) -> Image.Image:
+    """(H, W, 3) uint8 pixels + the alpha plane (from alpha_plane) -> a PIL image in the original mode."""
     image = Image.fromarray(pixels.numpy(), "RGB")
     if mode in ("L", "LA"):
         image = image.convert("L")
     if alpha is not None:
-        try:
-            with Image.open(io.BytesIO(alpha), formats=["PNG"]) as a:
-                a.load()
-                plane = a if a.mode == "L" else None
-        except (OSError, SyntaxError, ValueError) as exc:
-            raise ValueError(f"damaged alpha plane: {exc}") from exc
-        if plane is None or plane.size != image.size:
-            raise ValueError("alpha plane does not match the image")
-        image.putalpha(plane)
+        image.putalpha(alpha)
     return image

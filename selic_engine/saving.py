@@ -8,6 +8,7 @@ and size targets. Importing this module does not import torch.
 
 from __future__ import annotations
 
+import difflib
 import math
 import numbers
 import os
@@ -18,10 +19,14 @@ from typing import Any
 
 from PIL import Image
 
+from .callers import warn_at_caller
 from .config import DEFAULT_MODEL, DEFAULT_QUALITY, QUALITY_MAX, QUALITY_MIN, Precision
 from .container import IMAGE_METADATA, quantize_quality
 
 _ICC_SPACE = {"RGB": b"RGB ", "RGBA": b"RGB ", "L": b"GRAY", "LA": b"GRAY"}  # ICC header bytes 16..20
+#: Keys that Image.save itself reads for every format (several frames, appending to the file): no mistake when
+#: off, refused when on, since a .selic file holds one image.
+PILLOW_FRAME_OPTIONS = ("save_all", "append_images", "append")
 
 
 def check_quality(quality: Any) -> float:
@@ -97,9 +102,24 @@ class SaveOptions:
 
     @classmethod
     def from_mapping(cls, options: Mapping[str, Any]) -> SaveOptions:
-        """Pillow-style save keywords (Image.save's encoderinfo, imageio's write kwargs); others are ignored,
-        as Pillow's plugins ignore options that are not theirs."""
+        """Pillow-style save keywords (Image.save's encoderinfo, imageio's write kwargs).
+
+        What selic cannot honour is refused (lossless=True, several frames) rather than quietly not done; an
+        unknown key (qualtiy=2) is warned about at the caller's line, then ignored as Pillow's plugins do.
+        """
         names = {f.name for f in fields(cls)} - {"metadata"}
+        if options.get("lossless"):
+            raise ValueError("lossless=True: selic is a lossy codec; save as PNG or lossless WebP to keep every "
+                             "pixel, or use quality=8, selic's best")
+        frames = [k for k in PILLOW_FRAME_OPTIONS if options.get(k)]
+        if frames:
+            raise ValueError(f"a .selic file holds one image, so {' and '.join(frames)} cannot be honoured; "
+                             "save each frame to its own file")
+        known = names | set(IMAGE_METADATA)
+        for key in sorted(set(options) - known - {"lossless", *PILLOW_FRAME_OPTIONS}, key=str):
+            close = difflib.get_close_matches(str(key), sorted(known), n=1)
+            warn_at_caller(f"selic ignores the unknown save option {key!r}"
+                           + (f"; did you mean {close[0]!r}?" if close else f"; it knows {', '.join(sorted(known))}"))
         return cls(**{k: v for k, v in options.items() if k in names},
                    metadata={k: options[k] for k in IMAGE_METADATA if k in options})
 

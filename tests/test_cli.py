@@ -95,6 +95,28 @@ def test_one_bad_input_does_not_stop_the_batch(pics, tiny_weights, capsys):
     assert "notes.png" in capsys.readouterr().err
 
 
+def test_info_reports_every_file_and_names_the_bad_one(pics, tiny_weights, capsys):
+    """`selic info bad good` used to stop at the bad file without naming it."""
+    _compress(tiny_weights, "a.png", "b.png")
+    (pics / "bad.selic").write_bytes((pics / "a.selic").read_bytes()[:-9])  # truncated
+    capsys.readouterr()
+    with pytest.raises(SystemExit, match="1 of 3 files failed: bad.selic") as done:
+        cli.main(["info", "a.selic", "bad.selic", "b.selic"])
+    assert isinstance(done.value.code, str)  # a message: exit status 1, as compress
+    out, err = capsys.readouterr()
+    assert [json.loads(line)["file"] for line in out.splitlines()] == ["a.selic", "b.selic"]
+    assert "bad.selic: CRC mismatch" in err
+
+
+def test_out_of_range_quality_is_an_argument_error(pics, capsys):
+    """-q 9 used to exit 1, as a failed file does; the README says argument errors exit 2."""
+    for argv in (["compress", "a.png", "-q", "9"], ["compress", "a.png", "-q", "nan"], ["demo", "-q", "0.5"]):
+        with pytest.raises(SystemExit) as done:
+            cli.main(argv)
+        assert done.value.code == 2, argv
+        assert "quality must be a number from 1 to 8" in capsys.readouterr().err
+
+
 def test_colliding_outputs_are_refused_before_any_work(pics, tiny_weights):
     with pytest.raises(SystemExit, match="a.jpg and a.png"):
         _compress(tiny_weights, "a.*", "-o", "out")

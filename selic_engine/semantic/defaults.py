@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from .classifier import DEFAULT_CLASSIFIER, SPECS, ClassifierCaptioner
-from .embedders import MINILM, TransformersTextEmbedder, embedder_from_setting
+from .embedders import MINILM, TransformersTextEmbedder, embedder_from_setting, no_progress_bars
 from .hookspecs import hookimpl
 
 DEFAULT_BLIP = "Salesforce/blip-image-captioning-base"
@@ -72,8 +72,9 @@ class BlipCaptioner:
                 from transformers import BlipForConditionalGeneration, BlipProcessor
 
                 try:
-                    processor = BlipProcessor.from_pretrained(self.source, local_files_only=True)
-                    model = BlipForConditionalGeneration.from_pretrained(self.source, local_files_only=True)
+                    with no_progress_bars():
+                        processor = BlipProcessor.from_pretrained(self.source, local_files_only=True)
+                        model = BlipForConditionalGeneration.from_pretrained(self.source, local_files_only=True)
                     self._loaded = (processor, model.to(self.device).eval())
                 except (OSError, ValueError) as exc:  # ValueError: not even a valid hub id (HFValidationError)
                     self.unavailable = f"BLIP captioner {self.source!r} is not available locally: {exc}"

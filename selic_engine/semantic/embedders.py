@@ -6,8 +6,10 @@ transformers itself is imported on the first embedding, not here.
 
 from __future__ import annotations
 
+import contextlib
 import threading
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +17,23 @@ import numpy as np
 
 MINILM = "minilm"
 BERT = "bert"
+
+
+@contextlib.contextmanager
+def no_progress_bars() -> Iterator[None]:
+    """transformers' progress bars off while a model loads (its "Loading weights" bar landed in the terminal
+    of whoever saved an image), then back as the caller had them. Loads are local: there is no download to show."""
+    from transformers.utils import logging
+
+    shown = logging.is_progress_bar_enabled()
+    logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if shown:
+            with warnings.catch_warnings():  # huggingface_hub warns if its env switch keeps its own bars off
+                warnings.simplefilter("ignore", UserWarning)
+                logging.enable_progress_bar()
 
 
 class TransformersTextEmbedder:
@@ -48,8 +67,10 @@ class TransformersTextEmbedder:
                 from transformers import AutoModel, AutoTokenizer
 
                 try:
-                    tokenizer = AutoTokenizer.from_pretrained(self.source, local_files_only=True)
-                    model = AutoModel.from_pretrained(self.source, local_files_only=True).to(self.device).eval()
+                    with no_progress_bars():
+                        tokenizer = AutoTokenizer.from_pretrained(self.source, local_files_only=True)
+                        model = AutoModel.from_pretrained(self.source, local_files_only=True)
+                    model = model.to(self.device).eval()
                 except (OSError, ValueError) as exc:  # ValueError: not even a valid hub id (HFValidationError)
                     raise RuntimeError(
                         f"text embedder {self.name!r} not found at {self.source!r} (a local folder or the Hugging "
