@@ -14,12 +14,16 @@ import time
 import zlib
 from collections import Counter
 from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
 
 import selic_engine as se
 from selic_engine.container import MAGIC, VERSION
+
+if TYPE_CHECKING:
+    from selic_engine.engine import Engine
 
 ALLOWED = (SyntaxError, OSError, ValueError)
 CASE_SECONDS = 30.0  # per case, on a loaded 2-core CI machine; a tiny file decodes in about a second
@@ -214,3 +218,23 @@ def samples(model_id: str) -> dict[str, bytes]:
     kw = dict(caption=False, model=model_id)
     return {"rgb": se.encode(rgb, 4, metadata={"exif": b"Exif\x00\x00MM", "xmp": b"<x/>"}, **kw),
             "rgba": se.encode(rgba, 6, **kw), "gray": se.encode(rgb[..., 0], 2, **kw)}
+
+
+def forged_wide(engine: Engine, width: int, height: int, y_bytes: int, texture: bool = False, seed: int = 0) -> bytes:
+    """Issue 32's forgery: a file claiming width x height whose z stream is valid for that size (the z of a flat
+    gray strip, or with `texture` of a photo-like one, repeated across the width: what an encoder writes for
+    such an image) and whose y stream is `y_bytes` bytes of garbage."""
+    import torch
+
+    from selic_engine.container import Header, SelicFile, pack
+    from selic_engine.testing import photo_like
+
+    model, codec = engine.model, engine.model.latent_codec
+    strip = photo_like(64, 1024) if texture else np.full((64, 1024, 3), 128, np.uint8)
+    coded = model.compress(torch.from_numpy(strip).permute(2, 0, 1)[None], 4.0)
+    z = codec.decompress_side(coded.z_stream, coded.z_shape)[..., 2:14]  # away from the strip's edges
+    rows, cols = model.geometry.z_shape((height, width))
+    z = z.repeat(1, 1, rows, -(-cols // z.shape[-1]))[..., :cols].contiguous()
+    rng = np.random.default_rng(seed)
+    header = Header(engine.model_id, width, height, "RGB", 4.0, rng.bytes(8))
+    return pack(SelicFile(header, codec.entropy_bottleneck.compress(z)[0], rng.bytes(y_bytes), decoder=engine.decoder))

@@ -320,9 +320,33 @@ def test_hyper_bands_match_the_whole_latent_h_s(tiny_engine):
     with torch.no_grad():
         means, scales = model.h_s(z_hat).chunk(2, dim=1)
         for r0, r1 in coding_bands(4 * 37, model.geometry.coding_band_rows):
-            band_means, band_scales = model.latent_codec.band_context(z_hat, (r0, r1))
+            band_means, band_scales = model.latent_codec.band_context(z_hat, (r0, r1)).window(0, 4 * 5)
             assert torch.allclose(band_means, means[..., r0:r1, :], rtol=0, atol=1e-12)
             assert torch.allclose(band_scales, scales[..., r0:r1, :], rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("model_name", ["shipped", "tiny"])
+def test_column_windows_compute_exactly_what_the_whole_band_does(tiny_engine, model_name):
+    """Issue 32: a band wider than a window (entropy.columns) gets bit for bit the values decoder v1 computes over
+    the whole band (h_s over the band's z rows, each parameter net over the band in row bands), at widths whose
+    GEMMs end in a tail kernel and not. Fails on a machine whose dgemm kernel width does not divide columns.ALIGN."""
+    from selic_engine.entropy.charm import banded
+
+    model = (se.get_engine("small") if model_name == "shipped" else tiny_engine).model
+    codec, charm = model.latent_codec, model.charm
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for z_rows, z_cols, (r0, r1) in [(1, 101, (0, 4)), (20, 100, (64, 80))]:
+            z = torch.randn(1, model.config.Nz, z_rows, z_cols, generator=g, dtype=torch.float64).mul_(3).round_()
+            a0, a1 = max(0, r0 // 4 - 3), min(z_rows, r1 // 4 + 3)
+            whole = model.h_s(z[..., a0:a1, :])[..., r0 - 4 * a0 : r1 - 4 * a0, :]
+            assert torch.equal(torch.cat(codec.band_context(z, (r0, r1)).window(0, 4 * z_cols), dim=1), whole)
+        for net in (charm.scale_nets[-1], charm.lrp_nets[0]):
+            cin = net[0].in_channels
+            for rows, width in [(4, 1000), (4, 768), (38, 433), (64, 400)]:
+                x = torch.randn(1, cin, rows, width, generator=g, dtype=torch.float64)
+                whole = banded(net, x, charm.NET_BAND_ROWS, charm.NET_BAND_MARGIN)
+                assert torch.equal(charm._net(net, lambda b0, b1, x=x: [x[..., b0:b1]], width), whole), (rows, width)
 
 
 def test_tall_image_is_coded_in_bands_and_round_trips(tiny_engine):

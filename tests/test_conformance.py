@@ -78,3 +78,21 @@ def test_a_v1_file_opens_bit_identically_after_the_default_model_changes(tmp_pat
     fresh = se.encode(se.decode(data), 4, caption=False)  # a save now uses the new default and tags its decoder
     assert se.probe(fresh).model_id == new_id
     assert se.decode(fresh).info["decoder"] == f"v{v1.version + 1}"
+
+
+WIDE = ROOT / "wide-v1" / "rgb-8000x40-q2.selic"
+#: Written (and decoded) on commit 67e1dce by decoder v1's whole-band code, before the probability side ran in
+#: column windows: a photo-like 8000x40 strip at quality 2, 500 latent columns (more than one window).
+WIDE_SYMBOLS = "470034c644661bc240c3f92a00af9268af0b4b4a80e550f1cae09c2368d4612c"
+WIDE_PIXELS = {"cpu-avx512bf16": {"float32": "8ebaa6a6492f4c5e72f3295d7e83e9d9765d4e5616523f9f37e02a217915af97",
+                                  "bfloat16": "9284c4d6fdff942e0d78701f1d131f6c6b0d85a38d3045bf25eb544614394db9"}}
+
+
+def test_a_v1_file_wider_than_a_window_decodes_as_the_whole_band_decoder_did():
+    """Issue 32: h_s and the ChARM nets now run in column windows (entropy.columns); a v1 file wider than one
+    decodes to the symbols and pixels that the whole-band computation gave it."""
+    data = WIDE.read_bytes()
+    assert conformance.symbols_sha256(data) == WIDE_SYMBOLS
+    for precision, expected in WIDE_PIXELS.get(machine_kind(), {}).items():
+        if precision in conformance.precisions():
+            assert conformance.pixels_sha256(data, precision) == expected, precision

@@ -9,11 +9,16 @@ against a reference model of compressai's decoder written from its C++ source.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import random
+import subprocess
+import sys
 import time
 import warnings
 from bisect import bisect_right
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -30,6 +35,7 @@ from benchmarks.fuzzing import (
     chunk_payload,
     decoders,
     forged_streams,
+    forged_wide,
     header_edits,
     length_edits,
     mutate,
@@ -41,7 +47,7 @@ from benchmarks.fuzzing import (
 from benchmarks.fuzzing import samples as sample_files
 from selic_engine.container import unpack
 from selic_engine.entropy import guard
-from selic_engine.entropy.guard import CHUNK, GuardedDecoder, Tables, guard_rans_stream
+from selic_engine.entropy.guard import CHUNK, LOSS, GuardedDecoder, Tables, guard_rans_stream
 
 GROWTH_MIB = 512  # peak-memory growth allowed over a whole fuzz run
 
@@ -173,10 +179,72 @@ def test_a_real_photo_claiming_81_megapixels_is_refused_in_seconds():
     assert time.perf_counter() - start < 10
 
 
+@pytest.mark.parametrize("height", [1, 85])
+def test_a_wide_forgery_too_short_for_its_size_is_refused_before_any_work(monkeypatch, height):
+    """Issue 32's files: 2^20 px wide (one row, or 85: just under Pillow's pixel limit), a z stream valid for that
+    size and 64 garbage y bytes. The whole first band's prior ran before a symbol was read: 35-98 s, 5.5-9.9 GB.
+    Even at the least a symbol can cost (Tables.floor) their y symbols need more than 64 bytes, so the file is
+    refused before z is decoded or h_s runs."""
+    from selic_engine.entropy import HyperpriorChARM
+
+    engine = se.get_engine("small")
+    data = forged_wide(engine, 1 << 20, height, 64)
+
+    def never(*_: object) -> None:
+        raise AssertionError("decoding went on")
+
+    monkeypatch.setattr(HyperpriorChARM, "decompress_side", never)
+    hook = engine.model.h_s.register_forward_pre_hook(never)
+    try:
+        with pytest.raises(se.DesyncError, match="run out"):
+            se.decode(data)
+    finally:
+        hook.remove()
+
+
+WIDE_FORGERY = """
+import json, sys
+sys.path.insert(0, {root!r})
+import selic_engine as se
+from benchmarks.common import peak_rss_mib
+from benchmarks.fuzzing import forged_wide
+data = forged_wide(se.get_engine("small"), {width}, 1, 64, texture=True)
+before = peak_rss_mib()
+try:
+    se.decode(data)
+except se.DesyncError:
+    print(json.dumps({{"grown_mib": peak_rss_mib() - before}}))
+"""
+
+
+def test_a_wide_forgery_is_refused_in_memory_that_follows_its_bytes_not_its_width():
+    """Issue 32: a 2^18 x 1 file, its z stream valid (a photo-like strip's), 64 garbage y bytes (enough for its
+    symbols at the floor). The prior ran over its whole band (4 x 16384 latents) before reading a symbol: 1.1 GB.
+    Now it runs in column windows, and the first symbols are read as each window's scales arrive, so the stream
+    is refused a few windows in: measured, 66 MB at 2^17 and 118 MB at 2^18, the difference mostly the padding of
+    the stream for its claimed symbols (entropy.guard)."""
+    root = str(Path(__file__).resolve().parents[1])
+    res = subprocess.run([sys.executable, "-c", WIDE_FORGERY.format(root=root, width=1 << 18)], capture_output=True,
+                         text=True, check=True, timeout=300)
+    grown = json.loads(res.stdout.strip().splitlines()[-1])["grown_mib"]
+    assert grown < 256, grown
+
+
+def test_a_stream_too_short_for_its_symbols_at_the_floor_is_refused_before_its_padding(tiny_engine):
+    """n symbols cost at least n (floor - LOSS) bits of stream (Tables.bits): fewer bytes than that are refused
+    as the decoder is made, before it pads the stream for n symbols (2 bytes each: 200 MB here)."""
+    t = tiny_engine.model.charm.tables()
+    n = 10**8
+    assert n * t.floor > Tables.bits(n, 64) and t.floor > LOSS
+    with pytest.raises(se.DesyncError, match="run out"):
+        GuardedDecoder(bytes(64), n, t)
+
+
 @pytest.mark.parametrize("which", ["charm", "entropy_bottleneck"])
 def test_guarded_decoder_refuses_a_stream_that_has_run_out(tiny_engine, which):
-    """A real stream asked for more symbols than it holds: refused within a chunk or two of its end,
-    while the same stream asked for its own symbols decodes exactly (the bound is never too tight)."""
+    """A real stream asked for more symbols than it holds: refused within a chunk or two of its end (or at once,
+    where even its tables' floor says it is too short: z's tables cost at least 0.64 bits a symbol), while the
+    same stream asked for its own symbols decodes exactly (the bound is never too tight)."""
     from compressai.ans import RansEncoder
 
     t = _tables(tiny_engine.model, which)
@@ -186,9 +254,9 @@ def test_guarded_decoder_refuses_a_stream_that_has_run_out(tiny_engine, which):
     values = [int(t.offsets[i]) + int(rng.integers(0, t.lengths[i] - 2)) for i in indexes[:n]]
     stream = RansEncoder().encode_with_indexes(values, indexes[:n].tolist(), t.cdf, t.length_list, t.offset_list)
     assert GuardedDecoder(stream, n, t).decode(torch.from_numpy(indexes[:n])).tolist() == values
-    decoder = GuardedDecoder(stream, n + more, t)
     decoded: list[int] = []
     with pytest.raises(se.DesyncError, match="run out"):
+        decoder = GuardedDecoder(stream, n + more, t)
         for start in range(0, n + more, CHUNK):
             decoder.decode(torch.from_numpy(indexes[start : start + CHUNK]))
             decoded.append(start)
@@ -311,12 +379,13 @@ def test_guarded_decoder_refuses_escape_floods_of_any_length(tiny_engine, which,
     padding, whose pseudo-random words decode to escapes at the tables' rate until they outnumber
     what 16 bytes can pay for; hostile byte patterns ride along. The chunk is
     shrunk so that the stream stays cheap to model: every prefix the decoder actually decodes is
-    replayed on the reference decoder, which counts the words it reads.
+    replayed on the reference decoder, which counts the words it reads. The tables' floor is set to 0, which
+    only lets a decoder go on longer: 16 bytes are too few for 20000 z symbols even at its real one.
     """
     from compressai.ans import RansEncoder
 
     monkeypatch.setattr(guard, "CHUNK", 64)
-    t = _tables(tiny_engine.model, which)
+    t = dataclasses.replace(_tables(tiny_engine.model, which), floor=0.0)
     n = 20000
     worst = _likeliest_escape(t)
     indexes = [worst] * n

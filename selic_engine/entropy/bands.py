@@ -9,6 +9,7 @@ decoder (entropy.guard), and the file's symbol hash over the int32 symbols, band
 from __future__ import annotations
 
 import hashlib
+import math
 from abc import abstractmethod
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -99,10 +100,13 @@ class BandedLatentCodec(LatentCodec):
         """(y_hat on the CPU in `dtype`, symbol hash), band by band. A damaged or forged stream ends in a
         DesyncError from the guard, or in a hash that differs from the file's. `digest`: another hash of the
         same symbol bytes (the conformance streams record a sha256)."""
-        side = self.decompress_side(z_stream, z_shape)
         s = self.side_stride
-        y_hat = torch.empty(1, self.M, s * z_shape[0], s * z_shape[1], dtype=dtype)
-        decoder = GuardedDecoder(y_stream, y_hat.numel(), self.latent_tables())
+        shape = (1, self.M, s * z_shape[0], s * z_shape[1])
+        # First, so that a y stream too short for its symbols even at the tables' floor is refused before anything
+        # else is decoded; y_hat's pages are touched band by band, as bands are decoded.
+        decoder = GuardedDecoder(y_stream, math.prod(shape), self.latent_tables())
+        side = self.decompress_side(z_stream, z_shape)
+        y_hat = torch.empty(shape, dtype=dtype)
         digest = digest or symbol_digest()
         for r0, r1 in coding_bands(y_hat.shape[-2], band_rows):
             band, symbols = self.decompress_band(decoder, self.band_context(side, (r0, r1)))

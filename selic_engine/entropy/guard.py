@@ -6,15 +6,17 @@ make one symbol read many words: 3 MB of 0xFF bytes crash it. Two things bound w
 
 - the stream is padded (`guard_rans_stream`) for a fixed number of escapes;
 - the decoder (`GuardedDecoder`) decodes in chunks of `CHUNK` symbols, adds up the information
-  of the symbols it has decoded, and refuses the stream as soon as they hold more bits than its
-  bytes can (`Tables.bits`): the stream has run out or desynchronised. That also bounds the
-  escapes to the number the padding was sized for (the budget plus one chunk).
+  of the symbols it has decoded, and refuses the stream as soon as they, with the least the symbols
+  still to come can cost (`Tables.floor` each), hold more bits than its bytes can (`Tables.bits`):
+  the stream has run out or desynchronised. That also bounds the escapes to the number the padding
+  was sized for (the budget plus one chunk).
 
 The budget (`Tables.budget`) is the most escapes a stream of its length can legitimately hold:
 every escape costs at least 4 + log2(1/p) bits of the stream (its length nibble and its symbol,
 p <= the tables' largest escape probability), so a stream within its bits is within its budget.
 No file an encoder writes is ever refused, and a forged header that claims more symbols than
-the stream holds fails about when the real bytes run out, not after decoding the claimed size.
+the stream holds fails about when the real bytes run out, not after decoding the claimed size;
+one that claims more symbols than its bytes could code at the floor is refused before any.
 """
 
 from __future__ import annotations
@@ -31,6 +33,9 @@ from ..errors import DesyncError
 
 #: Symbols decoded between two escape checks.
 CHUNK = 16384
+#: The most bits by which coding one symbol (and writing out the word before it) can grow the rANS state less
+#: than the symbol's information (see Tables.bits).
+LOSS = -math.log2(1 - 2**-15)
 _PAD_SEED = 0x5E11C
 
 
@@ -45,13 +50,19 @@ class Tables:
     offsets: np.ndarray
     cdf_array: np.ndarray  # cdf as one (tables, longest) int64 array, for vectorised frequencies
     rate: float  # the largest probability any table gives its escape (bypass) symbol, the last one
+    #: The least information any symbol of any table carries (its likeliest symbol's log2(1/p)), a hair under:
+    #: so that float rounding in the sums that use it can never refuse a legitimate stream.
+    floor: float
 
     @classmethod
     def of(cls, cdf: Tensor, lengths: Tensor, offsets: Tensor) -> Tables:
         lengths, offsets = lengths.reshape(-1).int(), offsets.reshape(-1).int()
         last = cdf.gather(1, (lengths.reshape(-1, 1).long() - 2)).reshape(-1)
-        return cls(cdf.tolist(), lengths.tolist(), offsets.tolist(), lengths.numpy(), offsets.numpy(),
-                   cdf.numpy().astype(np.int64), float((65536 - last).max()) / 65536)
+        cdf_array = cdf.numpy().astype(np.int64)
+        symbols = np.arange(cdf_array.shape[1] - 1) < (lengths.numpy()[:, None] - 1)  # each table's, escape included
+        likeliest = np.where(symbols, np.diff(cdf_array, axis=1), 0).max()
+        return cls(cdf.tolist(), lengths.tolist(), offsets.tolist(), lengths.numpy(), offsets.numpy(), cdf_array,
+                   float((65536 - last).max()) / 65536, float(16 - np.log2(likeliest)) * (1 - 1e-9))
 
     def information(self, values: np.ndarray, indexes: np.ndarray) -> float:
         """The fewest stream bits that can have coded these decoded values: log2(1/p) for each symbol,
@@ -67,12 +78,16 @@ class Tables:
     def bits(n_symbols: int, stream_bytes: int) -> float:
         """The most information a legitimate stream of n symbols in this many bytes can hold.
 
-        rANS (compressai's Rans64) grows its state by at least log2(1/p) - 2^-14 bits per symbol
-        of probability p (the state stays above 2^31 and frequencies below 2^16) and by exactly 4
-        bits per bypass nibble; it writes the state out in 32-bit words plus a 64-bit flush. So
-        8 L + 64 + n 2^-14 bits pay for the information of every symbol.
+        rANS (compressai's Rans64, 16-bit frequencies) codes a symbol of frequency f into a state x of at
+        least 2^15 f (2^31, or what writing a word out leaves: x >> 32 of x >= 2^47 f), as
+        x' = floor(x / f) 2^16 + ..., which grows it by more than log2(1/p) + log2(1 - (f - 1) / x);
+        writing the word out loses at most log2(1 - 2^32 / x) more; together, at most
+        -log2(1 - 2^-15) = LOSS bits per symbol. A bypass nibble grows it by exactly 4 bits. The state,
+        from 2^31 to below 2^63, is written out in 32-bit words plus a 64-bit flush. So 8 L + 64 + n LOSS
+        bits pay for the information of every symbol (with 96 bits to spare for the words written out
+        before bypass nibbles, each of which can lose under 2^-26 bits).
         """
-        return 8 * stream_bytes + 64 + n_symbols / 16384
+        return 8 * stream_bytes + 64 + n_symbols * LOSS
 
     def budget(self, n_symbols: int, stream_bytes: int) -> int:
         """The most escapes a legitimate stream of this length can hold: each costs 4 + log2(1/rate) bits."""
@@ -111,17 +126,20 @@ def guard_rans_stream(stream: bytes, n_symbols: int, escapes: int) -> bytes:
 
 class GuardedDecoder:
     """compressai's RansDecoder over a padded stream of n_symbols, refusing it (DesyncError) once its
-    symbols hold more information than its bytes can: reads then provably stay inside the padded
-    buffer, and a stream that has run out is refused within a chunk of its end."""
+    symbols, with the floor of those still to come, hold more information than its bytes can: reads
+    then provably stay inside the padded buffer, a stream that has run out is refused within a chunk
+    of its end, and one too short for n_symbols even at the floor before its padding is built."""
 
     def __init__(self, stream: bytes, n_symbols: int, tables: Tables) -> None:
         self.tables = tables
         self.budget = tables.budget(n_symbols, len(stream))
         self.bits = tables.bits(n_symbols, len(stream))
         self._stream_bytes = len(stream)
+        self._information = 0.0
+        self._left = n_symbols  # symbols not decoded yet
+        self._check()
         self._decoder = RansDecoder()
         self._decoder.set_stream(guard_rans_stream(stream, n_symbols, self.budget + CHUNK))
-        self._information = 0.0
 
     def decode(self, indexes: Tensor) -> Tensor:
         """int32 symbols (offsets applied), shaped like indexes."""
@@ -134,13 +152,14 @@ class GuardedDecoder:
             values = np.asarray(self._decoder.decode_stream(part.tolist(), t.cdf, t.length_list, t.offset_list),
                                 dtype=np.int32)
             self._information += t.information(values, part)
+            self._left -= part.size
             parts.append(values)
         self._check()
         values = np.concatenate(parts) if parts else np.zeros(0, np.int32)
         return torch.from_numpy(values).reshape(indexes.shape)
 
     def _check(self) -> None:
-        if self._information > self.bits:
+        if self._information + self._left * self.tables.floor > self.bits:
             raise DesyncError(f"latent stream has run out or desynchronised: its symbols need more than its "
                               f"{self._stream_bytes} bytes can code (the file is damaged or forged)")
 

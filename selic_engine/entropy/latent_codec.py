@@ -8,8 +8,10 @@ and the ChARM over y. `forward` gives the training likelihoods; the band driver 
 `compress` (the two rANS streams) and `decompress` (the latent back) from its band hooks.
 
 The ChARM nets see only their own band, so the decoder never holds whole-image float64 buffers or
-symbols. Everything that chooses a probability table runs wherever `coding_layout` put it (the CPU in
-float64 in the engine), so that tiny float differences between machines cannot flip a table index.
+symbols; h_s and the ChARM nets run in column windows that give exactly the whole band's values
+(entropy.columns), so their float64 working buffers are a window's, however wide the band. Everything
+that chooses a probability table runs wherever `coding_layout` put it (the CPU in float64 in the
+engine), so that tiny float differences between machines cannot flip a table index.
 """
 
 from __future__ import annotations
@@ -23,7 +25,41 @@ from torch import Tensor, nn
 
 from .bands import BandedLatentCodec
 from .charm import ChannelARM
+from .columns import ALIGN, column_windows
 from .guard import GuardedDecoder, Tables
+
+
+class HyperBand:
+    """h_s's means and scales over one coding band, computed in column windows of z as the ChARM first asks for
+    them (so a decoder that refuses the stream early has computed only the windows it read symbols under).
+
+    The z rows are the band's rows with HYPER_MARGIN rows of context (as v1 always computed them); each window
+    of z columns keeps what it sees whole: `margin` z columns each side (entropy.columns, for exactness).
+    """
+
+    def __init__(self, h_s: nn.Module, side: Tensor, rows: tuple[int, int], stride: int, margin: int,
+                 window: int) -> None:
+        r0, r1 = rows
+        a0, a1 = max(0, r0 // stride - margin), min(side.shape[-2], -(-r1 // stride) + margin)
+        self._h_s, self._z, self._stride = h_s, side[..., a0:a1, :], stride
+        self._rows = slice(r0 - a0 * stride, r1 - a0 * stride)
+        self._windows = iter(column_windows(side.shape[-1], window, margin))
+        self._features: Tensor | None = None
+        self._done = 0  # columns computed so far (latent columns)
+        self.width = stride * side.shape[-1]
+
+    def window(self, b0: int, b1: int) -> tuple[Tensor, Tensor]:
+        s = self._stride
+        while self._done < b1:
+            c0, c1, a0, a1 = next(self._windows)
+            part = self._h_s(self._z[..., a0:a1])[..., self._rows, s * (c0 - a0) : s * (c1 - a0)]
+            if self._features is None:  # filled window by window: its pages are touched as the ChARM reads on
+                self._features = part.new_empty(*part.shape[:-1], self.width)
+            self._features[..., s * c0 : s * c1] = part
+            self._done = s * c1
+        assert self._features is not None
+        means, scales = self._features[..., b0:b1].chunk(2, dim=1)
+        return means, scales
 
 
 class HyperpriorChARM(BandedLatentCodec):
@@ -34,8 +70,12 @@ class HyperpriorChARM(BandedLatentCodec):
     PRIOR_MODULES = ("h_s", "entropy_bottleneck", "charm")
     #: Latent rows per hyper-latent row (h_a's stride: two stride-2 convolutions).
     side_stride = 4
-    #: z rows of context h_s gets each side of a band (it reaches about 2 z rows).
+    #: z rows (and columns) of context h_s gets each side of a band (window): it reaches about 2.
     HYPER_MARGIN = 3
+    #: Width in z columns of h_s's interior column windows (entropy.columns): 384 latent columns (6144 px, as the
+    #: ChARM's), of which 360 are kept; bounds its float64 buffers (14 KB per latent element) to 384 columns by at
+    #: most 88 rows (a band and its margins).
+    HYPER_WINDOW_COLUMNS = 2 * ALIGN
 
     def __init__(self, h_a: nn.Module, h_s: nn.Module, M: int, Nz: int, slices: int, charm_hidden: int) -> None:
         """h_a: y (M channels) -> z (Nz), stride side_stride; h_s: z_hat -> 2M channels (means, scales)."""
@@ -88,18 +128,13 @@ class HyperpriorChARM(BandedLatentCodec):
         medians = eb.quantiles.detach()[:, 0, 1].reshape(1, -1, 1, 1)
         return eb.dequantize(symbols, medians, medians.dtype)
 
-    def band_context(self, side: Tensor, rows: tuple[int, int]) -> tuple[Tensor, Tensor]:
-        """h_s means and scales for latent rows [r0, r1), from the z rows around them: the values a
-        whole-latent h_s would give, without its whole-latent float64 buffers (8 bytes per image pixel)."""
-        r0, r1 = rows
-        s, margin = self.side_stride, self.HYPER_MARGIN
-        a0, a1 = max(0, r0 // s - margin), min(side.shape[-2], -(-r1 // s) + margin)
-        features = self.h_s(side[..., a0:a1, :])
-        top = r0 - a0 * s
-        return features[..., top : top + r1 - r0, :].chunk(2, dim=1)
+    def band_context(self, side: Tensor, rows: tuple[int, int]) -> HyperBand:
+        """h_s means and scales for latent rows [r0, r1), from the z rows around them, as the ChARM asks for them
+        window by window: the values a whole-latent h_s would give, without its whole-latent float64 buffers."""
+        return HyperBand(self.h_s, side, rows, self.side_stride, self.HYPER_MARGIN, self.HYPER_WINDOW_COLUMNS)
 
-    def compress_band(self, band: Tensor, context: tuple[Tensor, Tensor], encoder: BufferedRansEncoder) -> Tensor:
-        return self.charm.compress(band, *context, encoder)[1]
+    def compress_band(self, band: Tensor, context: HyperBand, encoder: BufferedRansEncoder) -> Tensor:
+        return self.charm.compress(band, context, encoder)[1]
 
-    def decompress_band(self, decoder: GuardedDecoder, context: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
-        return self.charm.decompress(decoder, *context)
+    def decompress_band(self, decoder: GuardedDecoder, context: HyperBand) -> tuple[Tensor, Tensor]:
+        return self.charm.decompress(decoder, context)
