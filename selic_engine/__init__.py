@@ -33,10 +33,10 @@ _EXPORTS = {
     "ImageTooLargeError": "errors",
     "UnknownModelError": "errors",
     "WeightsNotFoundError": "errors",
-    "decode": "engine",
+    "decode": "decoding",
     "encode": "saving",
     "get_engine": "engine",
-    "probe": "engine",
+    "probe": "decoding",
     "register_model": "engine",
     "select_device": "engine",
 }
@@ -46,7 +46,8 @@ __all__ = sorted(_EXPORTS)
 if TYPE_CHECKING:
     from .config import DEFAULT_QUALITY, PRESETS, ModelConfig, preset  # noqa: F401
     from .container import Header, SelicFormatError, UnsupportedVersionError  # noqa: F401
-    from .engine import decode, get_engine, probe, register_model, select_device  # noqa: F401
+    from .decoding import decode, probe  # noqa: F401
+    from .engine import get_engine, register_model, select_device  # noqa: F401
     from .errors import (  # noqa: F401
         DesyncError,
         ImageTooLargeError,

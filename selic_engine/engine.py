@@ -17,8 +17,8 @@ from PIL import Image
 
 from . import imaging
 from .config import DEFAULT_MODEL, Precision
-from .container import Header, SelicFile, info, pack, read_header, unpack
-from .errors import DesyncError, ImageTooLargeError, UnknownModelError
+from .container import Header, SelicFile, pack
+from .errors import DesyncError, UnknownModelError
 from .model import SelicModel
 from .model.determinism import onednn_conv
 from .model.tiling import tile_size
@@ -200,40 +200,3 @@ def engine_for_id(mid: str, device: str | torch.device | None = None) -> Engine:
         f"this file needs selic model {mid}, which is not installed; known models: {known}. "
         "Put its .safetensors file on $SELIC_MODEL_PATH or upgrade selic."
     )
-
-
-def decode(
-    data: bytes,
-    *,
-    device: str | torch.device | None = None,
-    precision: Precision | None = None,
-    tile: int | None = None,
-) -> Image.Image:
-    """Decompress .selic bytes to a PIL image in the original mode (RGB, L, RGBA or LA).
-
-    Any damaged or hostile input raises a SelicFormatError (a ValueError): bad structure or CRC,
-    a size over the decompression-bomb limit (ImageTooLargeError), or latent symbols that fail
-    the file's hash (DesyncError).
-
-    tile: g_s runs in overlapping square tiles of this side in pixels (a positive multiple of 64; default
-    tiling.DEFAULT_TILE), which bounds the memory a large image needs; decoded pixels differ negligibly
-    between tile sizes (float rounding).
-    """
-    f = unpack(data)
-    try:
-        check_pixels(f.header)
-    except Image.DecompressionBombError as exc:
-        raise ImageTooLargeError(str(exc)) from exc
-    image = engine_for_id(f.header.model_id, device).decode_file(f, precision, tile=tile)
-    image.info.update(info(f.header, f.metadata))
-    return image
-
-
-def check_pixels(header: Header) -> None:
-    """Pillow's decompression-bomb rule, before anything is allocated."""
-    Image._decompression_bomb_check(header.size)
-
-
-def probe(data: bytes) -> Header:
-    """Read the header only: size, mode, quality, model id. Needs no model."""
-    return read_header(data)
