@@ -1,4 +1,4 @@
-"""selic in other processes: fork and spawn pools, DataLoader workers.
+"""selic in other processes: fork and spawn pools, DataLoader workers, a Dask cluster (the recipe).
 
 The parent decodes first in each test, at two threads, so that its OpenMP thread pool exists when the
 workers are forked (GNU OpenMP's pool does not survive fork; selic_engine._one_thread_after_fork).
@@ -85,3 +85,39 @@ def test_dataloader_workers_read_selic_files(selic_files):
     loader = torch.utils.data.DataLoader(SelicFolder(paths * 2), batch_size=None, num_workers=2)  # fork on Linux
     decoded = [t.numpy() for t in loader]
     assert all(np.array_equal(d, e) for d, e in zip(decoded, expected * 2, strict=True))
+
+
+@pytest.mark.timeout(180)
+def test_dask_recipe_converts_a_folder_and_reports_bad_files(tmp_path):
+    """Two worker processes, one thread each, the shipped model loaded once per worker; a bad file in each
+    direction is reported and the others are converted."""
+    pytest.importorskip("distributed")
+    from distributed import Client, LocalCluster
+
+    from selic_engine.recipes.dask_convert import convert_folder
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    sizes = {"a": (48, 64), "b": (64, 40), "c": (33, 50)}
+    for name, (h, w) in sizes.items():
+        Image.fromarray(photo_like(h, w, seed=len(name))).save(photos / f"{name}.png")
+    (photos / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
+            Client(cluster) as client:
+        compressed = convert_folder(client, photos, tmp_path / "selic", quality=3, caption=False)
+        damaged = tmp_path / "selic" / "damaged.selic"
+        data = bytearray((tmp_path / "selic" / "a.selic").read_bytes())
+        data[-20] ^= 0xFF
+        damaged.write_bytes(bytes(data))
+        decompressed = convert_folder(client, tmp_path / "selic", tmp_path / "png", to=".png")
+        torch_threads = client.run(torch.get_num_threads)
+    assert sorted(p.name for p in compressed.done) == ["a.png", "b.png", "c.png"]
+    assert list(compressed.failed) == [photos / "broken.png"]
+    assert sorted(p.name for p in decompressed.done) == ["a.selic", "b.selic", "c.selic"]
+    assert list(decompressed.failed) == [damaged] and "CRC" in decompressed.failed[damaged]
+    assert set(torch_threads.values()) == {1}
+    for name, (h, w) in sizes.items():
+        assert se.probe((tmp_path / "selic" / f"{name}.selic").read_bytes()).size == (w, h)
+        with Image.open(tmp_path / "png" / f"{name}.png") as im:
+            assert np.array_equal(np.asarray(im), np.asarray(se.decode((tmp_path / "selic" / f"{name}.selic")
+                                                                      .read_bytes())))
