@@ -69,14 +69,15 @@ def convert_folder(
     dst: str | os.PathLike,
     *,
     to: str = SUFFIX,
-    pattern: str = "*",
+    pattern: str | None = None,
     torch_threads: int = 1,
     **save_options: Any,
 ) -> Report:
-    """Convert the files of `src` matching `pattern` into `dst` (created), as `selic compress` (to=".selic",
-    with Pillow-style save options: quality, caption, model, ...) or `selic decompress` (to=".png", ".jpg"...)
-    would, on the cluster's workers. Outputs that exist are replaced."""
-    files = sorted(p for p in Path(src).glob(pattern) if p.is_file())
+    """Convert the files of `src` matching `pattern` (default: every file to compress, *.selic to decompress)
+    into `dst` (created), as `selic compress` (to=".selic", with Pillow-style save options: quality, caption,
+    model, ...) or `selic decompress` (to=".png", ".jpg"...) would, on the cluster's workers. Outputs that exist
+    are replaced."""
+    files = sorted(p for p in Path(src).glob(pattern or ("*" if to == SUFFIX else "*" + SUFFIX)) if p.is_file())
     out = Path(dst)
     if to == SUFFIX:
         options: SaveOptions | None = SaveOptions.from_mapping(save_options)
