@@ -62,9 +62,10 @@ def set_threads(threads: int) -> None:
         torch.set_num_threads(threads)
 
 
-def peak_rss_mib() -> float:
-    """Peak resident set size of this process so far, in MiB (Linux reports KiB, macOS bytes)."""
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+def peak_rss_mib(maxrss: int | None = None) -> float:
+    """Peak resident set size of this process so far, or the one getrusage reported as `maxrss`, in MiB
+    (Linux reports KiB, macOS bytes)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss if maxrss is None else maxrss
     return peak / (2**20 if sys.platform == "darwin" else 2**10)
 
 

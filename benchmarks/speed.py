@@ -12,7 +12,11 @@ default backend for g_a, NCHW, float32, compressai's build_indexes), so before a
 run; "float32" and "bfloat16" are today's path at each precision. Load "busy" keeps one other process
 spinning on the CPU while timing. "pool" decodes the images through a thread pool of 1-thread decoders.
 
+Cold start: a fresh process that decodes one 64x64 file, beside a fresh process that only imports torch, each
+timed from its start to its exit with its peak RSS (what a script, a CLI call or a new worker pays once).
+
     python -m benchmarks.speed [--model small|PATH] [--images N] [--repeats R] [--large 4000x3000]
+    python -m benchmarks.speed --cold-start --threads 1    # only the cold start, into the existing speed.json
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -42,6 +47,7 @@ from .common import (
     machine_line,
     md_table,
     peak_rss_mib,
+    read_json,
     set_threads,
     write_json,
 )
@@ -51,6 +57,21 @@ SEMANTIC_PATHS = {False: "caption=False", True: "caption (MiniLM)", None: "capti
 STAGES = ("encode_total", "g_a", "encode_entropy_and_prior", "decode_entropy_and_prior", "g_s")
 #: Roofline rows: stage name -> its time in STAGES (the prior is timed as the whole entropy decoding).
 ROOFLINE = {"g_a": "g_a", "g_s": "g_s", "prior": "decode_entropy_and_prior"}
+#: Starts `python -c CODE ARG` and prints its seconds from start to exit, its peak RSS (getrusage) and its exit
+#: status. A small process of its own: a child's peak RSS also counts the pages of the process that started it
+#: (fork and exec pass them through), and the benchmark's own process holds torch and a model.
+LAUNCHER = """
+import os, sys, time
+t0 = time.perf_counter()
+pid = os.posix_spawn(sys.executable, [sys.executable, "-c", *sys.argv[1:]], os.environ)
+_, status, usage = os.wait4(pid, 0)
+print(time.perf_counter() - t0, usage.ru_maxrss, os.waitstatus_to_exitcode(status))
+"""
+#: Cold-start rows: what each fresh process runs (argv[1] is the .selic file).
+COLD_START = {
+    "import torch": "import torch",
+    "decode a 64x64 file": "import sys, selic_engine; selic_engine.decode(open(sys.argv[1], 'rb').read())",
+}
 
 
 def large_image(size: tuple[int, int]) -> Image.Image:
@@ -319,6 +340,36 @@ def stage_times(image: Image.Image, cfg: dict[str, Any], precision: str | None) 
                                                                               "prior_one_layer_peak": prior_peak}}
 
 
+def fresh_process(code: str, arg: str, threads: int) -> tuple[float, float]:
+    """(seconds from start to exit, peak RSS in MiB) of `python -c code arg` (OMP_NUM_THREADS=threads if set),
+    started by LAUNCHER."""
+    env = {**os.environ, **({"OMP_NUM_THREADS": str(threads)} if threads else {})}
+    proc = subprocess.run([sys.executable, "-c", LAUNCHER, code, arg], cwd=REPO, env=env, capture_output=True,
+                          text=True, check=True)
+    seconds, maxrss, status = proc.stdout.split()[-3:]
+    if status != "0":
+        raise RuntimeError(f"speed: cold start {code!r} failed: {proc.stderr.strip()[-500:]}")
+    return float(seconds), peak_rss_mib(int(maxrss))
+
+
+def cold_start(model: str, repeats: int, threads: int) -> dict[str, Any]:
+    """Each COLD_START row in `repeats` fresh processes, alternating (medians), with the machine they ran on."""
+    import selic_engine as se
+    from selic_engine.testing import photo_like
+
+    set_threads(threads)  # this process only makes the file
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "64x64.selic"
+        path.write_bytes(se.encode(photo_like(64, 64), 4, caption=False, model=model))
+        runs: dict[str, list[tuple[float, float]]] = {name: [] for name in COLD_START}
+        for _ in range(repeats):
+            for name, code in COLD_START.items():
+                runs[name].append(fresh_process(code, str(path), threads))
+    rows = {name: {"seconds": statistics.median(r[0] for r in rs), "peak_rss_mib": statistics.median(r[1] for r in rs)}
+            for name, rs in runs.items()}
+    return {"machine": machine(), "model": model, "threads": threads, "repeats": repeats, "rows": rows}
+
+
 def run_config(cfg: dict[str, Any]) -> dict[str, Any]:
     """Run one configuration in a subprocess and return its JSON result (or the error it hit)."""
     cmd = [sys.executable, "-m", "benchmarks.speed", "--worker", json.dumps(cfg)]
@@ -391,7 +442,28 @@ def configs(args: argparse.Namespace, devices: list[str]) -> list[dict[str, Any]
 
 
 def markdown(results: dict[str, Any]) -> str:
-    """speed.md, from speed.json only."""
+    """speed.md, from speed.json only: the configurations, then the cold start (each where measured)."""
+    lines = runs_markdown(results) if "runs" in results else []
+    if "cold_start" in results:
+        lines += [""] * bool(lines) + cold_start_markdown(results["cold_start"])
+    return "\n".join(lines) + "\n"
+
+
+def cold_start_markdown(cold: dict[str, Any]) -> list[str]:
+    """The cold-start table, with the machine it was measured on (it may be measured apart from the rest)."""
+    rows = cold["rows"]
+    torch_row, decode_row = (rows[name] for name in COLD_START)
+    threads = f"OMP_NUM_THREADS={cold['threads']}" if cold["threads"] else "torch's default threads"
+    return [f"Cold start: a fresh process from its start to its exit (median of {cold['repeats']}, {threads}, "
+            f"model {cold['model']}), measured on: {machine_line(cold['machine'])}.", "",
+            md_table(["fresh process", "seconds", "peak RSS (MiB)"],
+                     [[name, r["seconds"], r["peak_rss_mib"]] for name, r in rows.items()], digits=2), "",
+            f"Decoding adds {decode_row['seconds'] - torch_row['seconds']:.2f} s and "
+            f"{decode_row['peak_rss_mib'] - torch_row['peak_rss_mib']:.0f} MiB to torch's own import."]
+
+
+def runs_markdown(results: dict[str, Any]) -> list[str]:
+    """The configurations' tables."""
     m = results["machine"]
     st = results["model"]
     lines = [f"Measured on: {machine_line(m)}.", "",
@@ -453,7 +525,7 @@ def markdown(results: dict[str, Any]) -> str:
                             "images/s"], pools, digits=2)]
     if not results.get("cuda_timed"):
         lines += ["", f"GPU: not timed ({results.get('cuda_note')})."]
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -468,14 +540,28 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--quality", type=float, default=4.0)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch default)")
     p.add_argument("--devices", default="", help="comma-separated (default: cpu, plus cuda when present)")
+    p.add_argument("--cold-start", action="store_true",
+                   help="measure only the cold start and put it into the existing speed.json (and speed.md)")
     p.add_argument("--out", type=Path, default=RESULTS)
     return p.parse_args(argv)
+
+
+def write(results: dict[str, Any], out: Path) -> None:
+    write_json(out / "speed.json", results)
+    (out / "speed.md").write_text("# Speed and memory\n\n" + markdown(results), encoding="utf-8")
+    print(f"wrote {out / 'speed.json'} and speed.md", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if args.worker:
         print(json.dumps(worker(json.loads(args.worker))))
+        return
+    if args.cold_start:
+        path = args.out / "speed.json"
+        results = read_json(path) if path.exists() else {"benchmark": "speed"}
+        results["cold_start"] = cold_start(args.model, args.repeats, args.threads)
+        write(results, args.out)
         return
     import torch
 
@@ -494,10 +580,9 @@ def main(argv: list[str] | None = None) -> None:
     results = {"benchmark": "speed", "machine": machine(), "model": stats,
                "options": {k: v for k, v in vars(args).items() if k not in ("worker", "out")},
                "cuda_timed": any(d.startswith("cuda") for d in devices),
-               "cuda_note": "timed" if cuda else "CUDA is not available on this machine", "runs": runs}
-    write_json(args.out / "speed.json", results)
-    (args.out / "speed.md").write_text("# Speed and memory\n\n" + markdown(results), encoding="utf-8")
-    print(f"wrote {args.out / 'speed.json'} and speed.md", file=sys.stderr)
+               "cuda_note": "timed" if cuda else "CUDA is not available on this machine", "runs": runs,
+               "cold_start": cold_start(args.model, args.repeats, args.threads)}
+    write(results, args.out)
     failed = [r for r in runs if "error" in r]
     if failed:
         raise SystemExit(f"speed: {len(failed)} of {len(runs)} configurations failed, e.g. {failed[0]['error']}")

@@ -14,6 +14,7 @@ from typing import IO, Any
 
 from PIL import Image, ImageFile
 
+from selic_engine import decoding
 from selic_engine.atomic import write_atomic, write_whole
 from selic_engine.container import (
     HEADER_SIZE,
@@ -75,11 +76,8 @@ class SelicImageFile(ImageFile.ImageFile):
 
     def load(self) -> Image.core.PixelAccess | None:
         if self.tile:
-            from selic_engine import engine
-
-            data = self._read_all()
-            try:  # engine.decode applies Pillow's MAX_IMAGE_PIXELS check before it decodes
-                decoded = engine.decode(data, device=DECODE_DEVICE)
+            try:  # decode checks the file and Pillow's MAX_IMAGE_PIXELS before it imports torch
+                decoded = decoding.decode(self._read_all(), device=DECODE_DEVICE)
             except Image.DecompressionBombError:
                 raise  # Pillow's own error type for this, even though selic's subclass is also a ValueError
             except ValueError as exc:  # SelicFormatError, DesyncError, UnknownModelError, damaged alpha

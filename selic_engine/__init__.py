@@ -20,6 +20,21 @@ __version__ = "0.1.0"
 if "torch" not in sys.modules:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+
+def _one_thread_after_fork() -> None:
+    """torch at one thread in a child made by fork (multiprocessing's default on Linux, DataLoader workers,
+    gunicorn). GNU OpenMP's thread pool does not survive fork: a child of a parent that has run a parallel
+    region (any 2-thread decode) hangs for ever in its first convolution, unless it stays at one thread, which
+    never enters the pool. Workers of a pool are parallel already; spawned children start fresh and keep
+    torch's default."""
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(1)
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows, which has no fork
+    os.register_at_fork(after_in_child=_one_thread_after_fork)
+
 _EXPORTS = {
     "DEFAULT_QUALITY": "config",
     "SaveOptions": "saving",
@@ -33,10 +48,10 @@ _EXPORTS = {
     "ImageTooLargeError": "errors",
     "UnknownModelError": "errors",
     "WeightsNotFoundError": "errors",
-    "decode": "engine",
+    "decode": "decoding",
     "encode": "saving",
     "get_engine": "engine",
-    "probe": "engine",
+    "probe": "decoding",
     "register_model": "engine",
     "select_device": "engine",
 }
@@ -46,7 +61,8 @@ __all__ = sorted(_EXPORTS)
 if TYPE_CHECKING:
     from .config import DEFAULT_QUALITY, PRESETS, ModelConfig, preset  # noqa: F401
     from .container import Header, SelicFormatError, UnsupportedVersionError  # noqa: F401
-    from .engine import decode, get_engine, probe, register_model, select_device  # noqa: F401
+    from .decoding import decode, probe  # noqa: F401
+    from .engine import get_engine, register_model, select_device  # noqa: F401
     from .errors import (  # noqa: F401
         DesyncError,
         ImageTooLargeError,

@@ -20,12 +20,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
+from PIL import Image
+
 from .atomic import write_atomic
 from .config import DEFAULT_MODEL, TrainConfig
 from .container import IMAGE_METADATA
 from .saving import SaveOptions, check_quality
 
 SUFFIX = ".selic"
+#: What one file can cause (unreadable, damaged, too large for Pillow's limit): reported, and a batch goes on.
+FILE_ERRORS = (ValueError, OSError, RuntimeError, Image.DecompressionBombError)
 #: The photo `selic demo` uses without an argument: it ships with selic (see selic_engine/data/README.md).
 DEMO_PHOTO = Path(__file__).parent / "data" / "astronaut.jpg"
 
@@ -39,8 +43,6 @@ class _Parser(argparse.ArgumentParser):
 
 def _output_format(name: str) -> tuple[str, str]:
     """argparse type for --format: (file suffix, Pillow format) for an extension Pillow can write."""
-    from PIL import Image
-
     suffix = "." + name.lower().lstrip(".")
     fmt = Image.registered_extensions().get(suffix)
     if fmt is None or fmt not in Image.SAVE:
@@ -118,14 +120,13 @@ def _batch(jobs: dict[Path, Path], desc: str, work: Callable[[Path, Path], str])
     Lines go through tqdm.write, so they never land in the middle of the bar. A file that fails is
     reported and the rest go on; the command then exits non-zero with a summary. Ctrl-C stops it.
     """
-    from PIL import Image
     from tqdm import tqdm
 
     failed: list[Path] = []
     for src, dst in tqdm(jobs.items(), desc=desc, unit="img", total=len(jobs), disable=len(jobs) < 2):
         try:
             line = work(src, dst)
-        except (ValueError, OSError, RuntimeError, Image.DecompressionBombError) as exc:
+        except FILE_ERRORS as exc:
             failed.append(src)
             tqdm.write(f"selic: {src}: {exc}", file=sys.stderr)
         else:
@@ -138,35 +139,38 @@ def cmd_compress(args: argparse.Namespace) -> None:
     jobs = _plan(args, SUFFIX, "*.jpg")
     options = SaveOptions(args.quality, args.max_bytes, args.bpp, False if args.no_caption else args.caption,
                           args.store_caption or None, args.model, args.device)
-    from PIL import Image
-
     from .engine import get_engine
-    from .saving import encode_with_options
 
     get_engine(args.model, args.device)  # a missing model or device fails once, not once per file
+    _batch(jobs, "compress", lambda src, dst: compress_file(src, dst, options))
 
-    def work(src: Path, dst: Path) -> str:
-        with Image.open(src) as img:
-            data = encode_with_options(img, options)
-            bpp = 8 * len(data) / (img.width * img.height)
-        write_atomic(dst, lambda tmp: tmp.write_bytes(data))
-        return f"{src} -> {dst}: {len(data)} bytes, {bpp:.3f} bpp"
 
-    _batch(jobs, "compress", work)
+def compress_file(src: Path, dst: Path, options: SaveOptions) -> str:
+    """One image file -> dst, written completely or not at all; returns the line `selic compress` prints."""
+    from .saving import encode_with_options
+
+    with Image.open(src) as img:
+        data = encode_with_options(img, options)
+        bpp = 8 * len(data) / (img.width * img.height)
+    write_atomic(dst, lambda tmp: tmp.write_bytes(data))
+    return f"{src} -> {dst}: {len(data)} bytes, {bpp:.3f} bpp"
 
 
 def cmd_decompress(args: argparse.Namespace) -> None:
     suffix, fmt = args.format
     jobs = _plan(args, suffix, "*.selic")
-    from . import decode
+    _batch(jobs, "decompress", lambda src, dst: decompress_file(src, dst, fmt, args.device))
 
-    def work(src: Path, dst: Path) -> str:
-        image = decode(src.read_bytes(), device=args.device)
-        save_info = {k: image.info[k] for k in IMAGE_METADATA if image.info.get(k)}
-        write_atomic(dst, lambda tmp: image.save(tmp, format=fmt, **save_info))
-        return f"{src} -> {dst}"
 
-    _batch(jobs, "decompress", work)
+def decompress_file(src: Path, dst: Path, fmt: str, device: str | None = None) -> str:
+    """One .selic file -> dst in the Pillow format `fmt`, with its ICC profile, EXIF and XMP, written completely
+    or not at all; returns the line `selic decompress` prints. A damaged file is refused before torch loads."""
+    from .decoding import decode
+
+    image = decode(src.read_bytes(), device=device)
+    save_info = {k: image.info[k] for k in IMAGE_METADATA if image.info.get(k)}
+    write_atomic(dst, lambda tmp: image.save(tmp, format=fmt, **save_info))
+    return f"{src} -> {dst}"
 
 
 def cmd_convert(args: argparse.Namespace) -> None:
@@ -228,7 +232,6 @@ def _decoder_label(f: Any, versions: dict[str, int]) -> str:
 def cmd_demo(args: argparse.Namespace) -> None:
     """Compress and decompress one real photo with the shipped model; print size, bpp, PSNR and times."""
     import numpy as np
-    from PIL import Image
 
     from . import decode, encode
 

@@ -18,8 +18,8 @@ from PIL import Image
 
 from . import __version__, imaging
 from .config import DEFAULT_MODEL, Precision
-from .container import HEADER_SIZE, DecoderTag, Header, SelicFile, info, pack, read_header, unpack
-from .errors import DesyncError, ImageTooLargeError, UnknownModelError
+from .container import DecoderTag, Header, SelicFile, pack
+from .errors import DesyncError, UnknownModelError
 from .model import Architecture
 from .model.determinism import onednn_conv
 from .model.tiling import tile_size
@@ -242,51 +242,3 @@ def _missing_decoder(mid: str, tag: DecoderTag | None, released: list[DecoderRel
     return (f"this file needs decoder {mid}, which no selic release has (releases keep decoders {have}): it was "
             "written with development weights. If you have them, open it with $SELIC_MODEL_PATH=WEIGHTS.safetensors, "
             "or re-encode it for this release with `selic convert FILE --from-weights WEIGHTS.safetensors -o DIR`")
-
-
-def _read(source: bytes | str | os.PathLike, limit: int = -1) -> bytes:
-    """The bytes given, or the first `limit` bytes (-1: all) of the file that a str or path names."""
-    if isinstance(source, str | os.PathLike):
-        with open(source, "rb") as f:
-            return f.read(limit)
-    return source
-
-
-def decode(
-    data: bytes | str | os.PathLike,
-    *,
-    device: str | torch.device | None = None,
-    precision: Precision | None = None,
-    tile: int | None = None,
-) -> Image.Image:
-    """Decompress .selic bytes, or the .selic file a path names, to a PIL image in the original mode
-    (RGB, L, RGBA or LA).
-
-    Any damaged or hostile input raises a SelicFormatError (a ValueError): bad structure or CRC,
-    a size over the decompression-bomb limit (ImageTooLargeError), or latent symbols that fail
-    the file's hash (DesyncError).
-
-    tile: g_s runs in overlapping square tiles of this side in pixels (a positive multiple of 64; default
-    tiling.DEFAULT_TILE), which bounds the memory a large image needs; decoded pixels differ negligibly
-    between tile sizes (float rounding).
-    """
-    f = unpack(_read(data))
-    try:
-        check_pixels(f.header)
-    except Image.DecompressionBombError as exc:
-        raise ImageTooLargeError(str(exc)) from exc
-    engine = engine_for_id(f.header.model_id, device, f.decoder)
-    image = engine.decode_file(f, precision, tile=tile)
-    image.info.update(info(f.header, f.metadata, f.decoder or engine.decoder))
-    return image
-
-
-def check_pixels(header: Header) -> None:
-    """Pillow's decompression-bomb rule, before anything is allocated."""
-    Image._decompression_bomb_check(header.size)
-
-
-def probe(data: bytes | str | os.PathLike) -> Header:
-    """Read the header only, of .selic bytes or of the file a path names: size, mode, quality, model id.
-    Needs no model, and reads only the header's bytes of a file."""
-    return read_header(_read(data, HEADER_SIZE))

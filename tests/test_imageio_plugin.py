@@ -12,7 +12,7 @@ from imageio.config import known_plugins
 from imageio.config.extensions import known_extensions
 
 import pillow_selic
-import selic_engine.engine
+import selic_engine.decoding
 from pillow_selic.imageio_plugin import SelicPlugin
 from selic_engine.container import MAGIC
 
@@ -63,7 +63,7 @@ def test_meta_and_props_do_not_decode(selic_file, monkeypatch):
     def fail(*args, **kwargs):
         raise AssertionError("decoded")
 
-    monkeypatch.setattr(selic_engine.engine, "decode", fail)
+    monkeypatch.setattr(selic_engine.decoding, "decode", fail)
     assert iio.improps(selic_file).shape == (24, 40, 3)
     assert iio.immeta(selic_file)["quality"] == 6
 

@@ -13,6 +13,7 @@ import pytest
 from PIL import Image, ImageCms, ImageFile, UnidentifiedImageError
 
 import pillow_selic
+import selic_engine.decoding
 import selic_engine.engine
 from pillow_selic import image_plugin
 from selic_engine.container import MAGIC
@@ -40,13 +41,13 @@ def save(tiny_engine):
 @pytest.fixture
 def decode_calls(monkeypatch) -> list[int]:
     calls: list[int] = []
-    real = selic_engine.engine.decode
+    real = selic_engine.decoding.decode
 
     def counting(data, **kwargs):
         calls.append(len(data))
         return real(data, **kwargs)
 
-    monkeypatch.setattr(selic_engine.engine, "decode", counting)
+    monkeypatch.setattr(selic_engine.decoding, "decode", counting)
     return calls
 
 
@@ -291,14 +292,14 @@ def test_size_targets(save, rgb, tmp_path, tiny_engine):
         with Image.open(path) as im:
             assert 1 < im.info["quality"] < 8
     # the largest quality that fits: a step above it does not
-    quality = selic_engine.engine.probe((tmp_path / "bytes.selic").read_bytes()).quality
+    quality = selic_engine.decoding.probe((tmp_path / "bytes.selic").read_bytes()).quality
     above = len(selic_engine.encode(rgb, min(8, quality + 0.1), False, model=tiny_engine.model_id))
     assert above > target
 
 
 def test_size_target_with_quality_cap_and_too_small(save, rgb, tmp_path):
     save(rgb, tmp_path / "x.selic", max_bytes=10**6, quality=3)
-    assert selic_engine.engine.probe((tmp_path / "x.selic").read_bytes()).quality == 3
+    assert selic_engine.decoding.probe((tmp_path / "x.selic").read_bytes()).quality == 3
     target = tmp_path / "y.selic"
     with pytest.raises(ValueError, match="too small"):
         save(rgb, target, max_bytes=100)
@@ -309,7 +310,7 @@ def test_png_unaffected_and_never_reaches_selic(rgb, tmp_path, monkeypatch):
     def fail(*args, **kwargs):
         raise AssertionError("selic decoder called for a non-selic file")
 
-    monkeypatch.setattr(selic_engine.engine, "decode", fail)
+    monkeypatch.setattr(selic_engine.decoding, "decode", fail)
     rgb.save(tmp_path / "x.png")
     with Image.open(tmp_path / "x.png") as im:
         im.load()

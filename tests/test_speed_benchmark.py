@@ -24,3 +24,16 @@ def test_conv_macs_counts_transposed_convolutions_per_input_value():
     net = torch.nn.ConvTranspose2d(4, 6, 5, stride=2, padding=2, output_padding=1)  # as compressai's deconv
     x = torch.randn(1, 4, 3, 5)
     assert conv_macs(net, x) == 4 * 3 * 5 * 6 * 25  # each input value meets 6 x 5x5 weights
+
+
+def test_cold_start_measures_a_fresh_process_and_renders_alone():
+    """benchmarks.speed --cold-start: each row is a real process's exit and peak RSS; the section needs no runs."""
+    from benchmarks.common import machine
+    from benchmarks.speed import COLD_START, fresh_process, markdown
+
+    seconds, rss = fresh_process("import sys; assert sys.argv[1] == 'x'", "x", 1)
+    assert seconds > 0 and rss > 1  # MiB: an interpreter is several
+    rows = {name: {"seconds": 1.5 + i, "peak_rss_mib": 850.0 + 100 * i} for i, name in enumerate(COLD_START)}
+    text = markdown({"benchmark": "speed", "cold_start": {"machine": machine(), "model": "small", "threads": 1,
+                                                          "repeats": 3, "rows": rows}})
+    assert "| decode a 64x64 file | 2.50 | 950.00 |" in text and "adds 1.00 s and 100 MiB" in text

@@ -1,0 +1,1 @@
+"""Recipes: selic inside other tools' pipelines, tested in the suite (see README, "Pipelines")."""
