@@ -36,6 +36,7 @@ from typing import Any
 from PIL import Image
 
 import selic_engine  # noqa: F401  (before torch: it sets the OpenMP wait policy, as for any user)
+from selic_engine.macs import conv_macs
 
 from .common import (
     REPO,
@@ -231,32 +232,6 @@ def pool_throughput(images: list[tuple[str, Image.Image]], cfg: dict[str, Any], 
     pooled = len(files) / (time.perf_counter() - t0)
     return {"single_decoder_images_per_s": single, "single_decoder_threads": threads,
             "pool_images_per_s": pooled, "images_decoded": len(files)}
-
-
-def conv_macs(module: Any, *inputs: Any) -> int:
-    """Multiply-accumulates of every 2-D convolution, plain or transposed, in one call of module(*inputs)
-    (hooks, one extra call)."""
-    import torch
-
-    macs = 0
-
-    def count(conv: torch.nn.Conv2d | torch.nn.ConvTranspose2d, args: Any, out: torch.Tensor) -> None:
-        nonlocal macs
-        kh, kw = conv.kernel_size
-        if isinstance(conv, torch.nn.ConvTranspose2d):  # each input value is spread over a kernel of outputs
-            macs += args[0].numel() * (conv.out_channels // conv.groups) * kh * kw
-        else:
-            macs += out.numel() * (conv.in_channels // conv.groups) * kh * kw
-
-    kinds = (torch.nn.Conv2d, torch.nn.ConvTranspose2d)
-    hooks = [m.register_forward_hook(count) for m in module.modules() if isinstance(m, kinds)]
-    try:
-        with torch.no_grad():
-            module(*inputs)
-    finally:
-        for h in hooks:
-            h.remove()
-    return macs
 
 
 def conv_peak_gflops(channels: int, size: tuple[int, int], dtype: Any, repeats: int) -> float:

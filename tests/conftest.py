@@ -3,6 +3,7 @@ export` as tests call them."""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -38,6 +39,30 @@ def tiny_weights(tmp_path_factory, tiny_engine):
     path = tmp_path_factory.mktemp("weights") / "tiny.safetensors"
     save_weights(build_tiny(), path)
     return path
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    """A tiny training pool: 8 blurry photos of 90-140 px in two folders, their captions, and tiny.json (the
+    tiny model as a preset variant)."""
+    from PIL import Image
+
+    from selic_engine.testing import TINY
+
+    root = tmp_path_factory.mktemp("pool")
+    rng = np.random.default_rng(0)
+    rows = ["path\tcaption"]
+    for i in range(8):
+        h, w = int(rng.integers(90, 140)), int(rng.integers(90, 140))
+        base = rng.integers(0, 256, (h // 8 + 1, w // 8 + 1, 3), dtype=np.uint8)
+        img = Image.fromarray(base).resize((w, h), Image.Resampling.BICUBIC)
+        sub = "a" if i % 2 else "b"
+        (root / sub).mkdir(exist_ok=True)
+        img.save(root / sub / f"img{i}.png")
+        rows.append(f"{sub}/img{i}.png\ta blurry test picture number {i}")
+    (root / "captions.tsv").write_text("\n".join(rows) + "\n")
+    (root / "tiny.json").write_text(json.dumps({"base": "small", **TINY}))
+    return root
 
 
 def train_config(*flags: str) -> TrainConfig:

@@ -22,24 +22,6 @@ from selic_engine.training.loop import train
 from .conftest import export, train_config
 
 
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("pool")
-    rng = np.random.default_rng(0)
-    rows = ["path\tcaption"]
-    for i in range(8):
-        h, w = int(rng.integers(90, 140)), int(rng.integers(90, 140))
-        base = rng.integers(0, 256, (h // 8 + 1, w // 8 + 1, 3), dtype=np.uint8)
-        img = Image.fromarray(base).resize((w, h), Image.Resampling.BICUBIC)
-        sub = "a" if i % 2 else "b"
-        (root / sub).mkdir(exist_ok=True)
-        img.save(root / sub / f"img{i}.png")
-        rows.append(f"{sub}/img{i}.png\ta blurry test picture number {i}")
-    (root / "captions.tsv").write_text("\n".join(rows) + "\n")
-    (root / "tiny.json").write_text(json.dumps({"base": "small", **TINY}))
-    return root
-
-
 def config(dataset: Path, out: Path, **changes) -> TrainConfig:
     values = dict(preset=str(dataset / "tiny.json"), data=str(dataset), out=str(out), batch_size=2, crop=64,
                   min_crop=64, workers=0, val_every=2, val_images=2, ckpt_every=1, steps=4, threads=1)

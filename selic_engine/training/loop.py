@@ -68,9 +68,9 @@ def train(cfg: TrainConfig) -> Path:
             average.update_parameters(model)
         step += 1
         run.stepped(step, loss, bpp, mse, lr, optimizers.skipped)
-        if _due(step, cfg.ckpt_every, cfg.steps):
+        if due(step, cfg.ckpt_every, cfg.steps):
             run.save(step, model, optimizers, average)
-        if rank == 0 and cfg.val_every and _due(step, cfg.val_every, cfg.steps):
+        if rank == 0 and cfg.val_every and due(step, cfg.val_every, cfg.steps):
             run.validated(step, validate_run(model, average, val_images))
     run.close()
     run.save(step, model, optimizers, average)
@@ -85,7 +85,7 @@ def _train_step(forward: nn.Module, model: Architecture, optimizers: Optimizers,
     """One step on a batch, each sample at a random quality (and so its own lambda); returns (loss, bpp, mse)."""
     x, ids, has_caption = batch
     x = x.to(device)
-    quality = QUALITY_MIN + torch.rand(x.shape[0]) * (QUALITY_MAX - QUALITY_MIN)
+    quality = random_qualities(x.shape[0])
     lam = lambda_for(quality, model.config.lambdas)
     out = forward(x, quality, embeddings[ids].to(device), has_caption.to(device))
     loss, bpp, mse = rd_loss(out, x, lam)
@@ -93,7 +93,13 @@ def _train_step(forward: nn.Module, model: Architecture, optimizers: Optimizers,
     return loss, bpp, mse
 
 
-def _due(step: int, every: int, last_step: int) -> bool:
+def random_qualities(count: int) -> torch.Tensor:
+    """One quality per sample, uniform over the whole range (fractional ones included), from torch's RNG: one model
+    learns every rate, and a resumed run draws the same ones."""
+    return QUALITY_MIN + torch.rand(count) * (QUALITY_MAX - QUALITY_MIN)
+
+
+def due(step: int, every: int, last_step: int) -> bool:
     """Every `every` steps, and at the last one."""
     return step % every == 0 or step == last_step
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 from torch.optim.swa_utils import AveragedModel
 from tqdm import tqdm
 
@@ -59,15 +60,23 @@ class RunRecord:
     def _steps_per_s(self) -> float:
         return (self.bar.n - self.bar.initial) / (time.time() - self.t0)
 
+    def train_seconds(self) -> float:
+        """Training wall time of the whole run so far, earlier sessions included."""
+        return self.seconds_before + time.time() - self.t0
+
+    def _tick(self, step: int, **postfix: str) -> bool:
+        """Advance the bar and show postfix and the image rate under it; True when this step's log line is due."""
+        self.bar.update(1)
+        if self.rank:
+            return False
+        self.bar.set_postfix(refresh=False, **postfix,
+                             img_s=f"{self.cfg.batch_size * self.world * self._steps_per_s():.1f}")
+        return step % LOG_EVERY == 0
+
     def stepped(self, step: int, loss: torch.Tensor, bpp: torch.Tensor, mse: torch.Tensor, lr: float,
                 skipped: int) -> None:
         """After each step: the bar, and every LOG_EVERY steps a log line."""
-        self.bar.update(1)
-        if self.rank:
-            return
-        self.bar.set_postfix(refresh=False, loss=f"{loss.item():.3f}", bpp=f"{bpp.mean().item():.3f}",
-                             img_s=f"{self.cfg.batch_size * self.world * self._steps_per_s():.1f}")
-        if step % LOG_EVERY == 0:
+        if self._tick(step, loss=f"{loss.item():.3f}", bpp=f"{bpp.mean().item():.3f}"):
             self._write({"step": step, "loss": loss.item(), "bpp": bpp.mean().item(), "mse": mse.mean().item(),
                          "lr": lr, "time": time.time(), "steps_per_s": self._steps_per_s(), "skipped": skipped})
 
@@ -84,15 +93,19 @@ class RunRecord:
         checkpoint."""
         if self.rank:
             return
-        if not all(torch.isfinite(p).all() for p in model.parameters()):
-            raise FloatingPointError(f"non-finite weights at step {step}: the previous checkpoint is kept")
         payload = {"model": model.state_dict(), **optimizers.state_dict(), "step": step,
                    "rng": checkpoint.rng_state(), "config": model.config.to_json(),
-                   "train_config": json.dumps(vars(self.cfg)),
-                   "train_seconds": self.seconds_before + time.time() - self.t0}
+                   "train_config": json.dumps(vars(self.cfg))}
         if average is not None:
             payload["ema"] = average.state_dict()
-        checkpoint.save(last_checkpoint(self.cfg), payload)
+        self.write_checkpoint(step, model, payload)
+
+    def write_checkpoint(self, step: int, model: nn.Module, payload: dict[str, Any]) -> None:
+        """Write payload and the training seconds to last.pt atomically, unless model's weights are not finite
+        (then the previous checkpoint is kept)."""
+        if not all(torch.isfinite(p).all() for p in model.parameters()):
+            raise FloatingPointError(f"non-finite weights at step {step}: the previous checkpoint is kept")
+        checkpoint.save(last_checkpoint(self.cfg), {**payload, "train_seconds": self.train_seconds()})
 
     def close(self) -> None:
         self.bar.close()

@@ -29,6 +29,11 @@ def validation_images(root: Path, paths: list[str]) -> list[torch.Tensor]:
     return out
 
 
+def psnr(x_hat: torch.Tensor, x: torch.Tensor) -> float:
+    """PSNR in dB of x_hat against x, clamped to [0, 1] as decoded pixels are."""
+    return -10 * math.log10(max((x_hat.clamp(0, 1) - x).pow(2).mean().item(), 1e-10))
+
+
 @torch.no_grad()
 def validate(model: Architecture, images: list[torch.Tensor]) -> dict[str, dict[str, float]]:
     """Estimated bpp (rounded latents, model likelihoods) and PSNR on held-out images, per quality."""
@@ -40,9 +45,8 @@ def validate(model: Architecture, images: list[torch.Tensor]) -> dict[str, dict[
         for x in images:
             out = model(x, torch.full((1,), q))
             _, bpp, mse = rd_loss(out, x, torch.zeros(1))
-            mse_q = (out["x_hat"].clamp(0, 1) - x).pow(2).mean()
             bpps.append(bpp.item())
-            psnrs.append(-10 * math.log10(max(mse_q.item(), 1e-10)))
+            psnrs.append(psnr(out["x_hat"], x))
         result[f"q{q:g}"] = {"bpp": sum(bpps) / len(bpps), "psnr": sum(psnrs) / len(psnrs)}
     model.transform_autocast = autocast
     model.train()
