@@ -76,8 +76,9 @@ class SelicImageFile(ImageFile.ImageFile):
 
     def load(self) -> Image.core.PixelAccess | None:
         if self.tile:
+            data = self._read_all()
             try:  # decode checks the file and Pillow's MAX_IMAGE_PIXELS before it imports torch
-                decoded = decoding.decode(self._read_all(), device=DECODE_DEVICE)
+                decoded = decoding.decode(data, device=DECODE_DEVICE)
             except Image.DecompressionBombError:
                 raise  # Pillow's own error type for this, even though selic's subclass is also a ValueError
             except ValueError as exc:  # SelicFormatError, DesyncError, UnknownModelError, damaged alpha
