@@ -14,7 +14,7 @@ from selic_engine import plugins
 from selic_engine.container import unpack
 from selic_engine.engine import Engine
 from selic_engine.training.loop import train
-from selic_engine.weights.files import load_weights, model_id
+from selic_engine.weights.files import load_weights, model_id, read_metadata, save_weights
 
 from .conftest import export, train_config
 from .test_plugins import HashEmbedder
@@ -36,13 +36,19 @@ def make_dataset(root: Path, count: int = 4, size: int = 96) -> Path:
     return root
 
 
+BASE_STEP, BASE_SECONDS = 71_000, 84_513  # the training history the adapted weights record
+
+
 @pytest.fixture(scope="module")
 def adapter_weights(tmp_path_factory, tiny_weights) -> Path:
     """Three adapter steps on the tiny model for a 24-d plugin embedder, exported as weights."""
     tmp_path = tmp_path_factory.mktemp("adapter")
     data = make_dataset(tmp_path / "data")
+    base = tmp_path / "base.safetensors"
+    save_weights(load_weights(tiny_weights)[0], base,
+                 {"step": str(BASE_STEP), "train_seconds": str(BASE_SECONDS)})
     cfg = train_config(
-        "--data", str(data), "--out", str(tmp_path / "run"), "--init-weights", str(tiny_weights),
+        "--data", str(data), "--out", str(tmp_path / "run"), "--init-weights", str(base),
         "--adapter", "--embedder", "hook", "--steps", "3", "--batch-size", "2", "--crop", "64", "--min-crop", "64",
         "--workers", "0", "--val-every", "0", "--val-images", "0", "--lr", "1e-3",
     )
@@ -66,6 +72,15 @@ def test_adapter_changes_only_the_encoder(adapter_weights, tiny_weights, tiny_en
     changed = {k.split(".", 1)[0] for k in s if a[k].shape != s[k].shape or not torch.equal(a[k], s[k])}
     assert changed and changed <= set(adapted.ENCODER_MODULES)
     assert model_id(a, adapted.config) == model_id(s, stock.config)
+
+
+def test_adapter_export_counts_on_from_the_adapted_weights_history(adapter_weights):
+    """The adapter run counts its own steps from 0; its export used to record only those (3 here) as the
+    weights' whole training, so training on from it restarted the step count."""
+    meta = read_metadata(adapter_weights)
+    assert meta["adapter_step"] == "3"
+    assert meta["step"] == str(BASE_STEP + 3)
+    assert BASE_SECONDS <= float(meta["train_seconds"]) < BASE_SECONDS + 600
 
 
 def test_adapter_files_decode_with_the_stock_weights(adapter_weights, tiny_weights, tiny_engine, photo):

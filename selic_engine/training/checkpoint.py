@@ -14,6 +14,7 @@ import torch
 from ..config import ModelConfig, preset
 from ..model import Architecture, build_model
 from ..semantic import training_embedder
+from ..weights.files import read_metadata
 from .averaging import averaged_weights
 
 
@@ -59,8 +60,24 @@ def trained_model(path: Path, preset_name: str | None = None, raw: bool = False)
     averaged = "ema" in state and not raw
     if averaged:
         model.load_state_dict(averaged_weights(state["ema"]))
-    history = {"step": str(state["step"]), "train_seconds": f"{state.get('train_seconds', 0):.0f}",
-               "averaged": str(averaged).lower()}
-    if "train_config" in state:  # what the encoder's text vectors mean: the engine warns when another answers
-        history["embedder"] = training_embedder(json.loads(state["train_config"])["embedder"])[0]
+    steps, seconds = int(state["step"]), float(state.get("train_seconds", 0))
+    history = {"averaged": str(averaged).lower()}
+    if "train_config" in state:
+        train_cfg = json.loads(state["train_config"])
+        # what the encoder's text vectors mean: the engine warns when another answers
+        history["embedder"] = training_embedder(train_cfg["embedder"])[0]
+        if train_cfg.get("adapter"):
+            history["adapter_step"] = str(steps)
+            steps, seconds = _add_base_history(steps, seconds, Path(train_cfg["init_weights"]))
+    history |= {"step": str(steps), "train_seconds": f"{seconds:.0f}"}
     return model, history
+
+
+def _add_base_history(steps: int, seconds: float, base: Path) -> tuple[int, float]:
+    """An adapter run counts its own steps from 0, but its weights carry the whole training behind them: the
+    adapted weights' steps and seconds come first (so that training on from the export counts on)."""
+    if not base.exists():
+        raise FileNotFoundError(f"{base}: the weights this adapter run started from are needed to record the "
+                                "training behind the export (their step and train_seconds)")
+    meta = read_metadata(base)
+    return int(meta.get("step", 0)) + steps, float(meta.get("train_seconds", 0)) + seconds
