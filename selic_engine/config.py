@@ -87,6 +87,39 @@ PRESETS: dict[str, ModelConfig] = {
 }
 
 
+#: ELIC's uneven channel groups (He et al. 2022) for its M=320 are 16, 16, 32, 64, M-128; the same first four
+#: (small groups first: their contexts are the most informative per channel), with the rest of M last.
+ELIC_HEAD_GROUPS: tuple[int, ...] = (16, 16, 32, 64)
+
+
+def elic_groups(M: int) -> tuple[int, ...]:
+    """ELIC's channel groups for an M-channel latent: (16, 16, 32, 64, M-128), without an empty last group."""
+    head = sum(ELIC_HEAD_GROUPS)
+    if M < head:
+        raise ValueError(f"ELIC's default groups need M >= {head}; give the groups for M={M} explicitly")
+    return ELIC_HEAD_GROUPS + ((M - head,) if M > head else ())
+
+
+@dataclass(frozen=True)
+class ElicConfig:
+    """Decoder v2's entropy model (issue 31, stage 2; entropy.elic): checkerboard spatial context inside uneven
+    channel groups, channel context from the groups before, and a hyperprior larger than v1's (Nz=64). The defaults
+    keep its float64 prior within issue 31's 0.1 s at 768x512 (M=128)."""
+
+    groups: tuple[int, ...] = ()  # channels per group, in coding order (they sum to M); () : elic_groups(M)
+    Nz: int = 128  # hyper-latent channels
+    hyper_hidden: int = 96  # width of h_a and h_s
+    param_hidden: int = 64  # width of each group's parameter net (1x1 convolutions)
+    context_hidden: int = 64  # width of each group's channel-context net
+
+    def channel_groups(self, M: int) -> tuple[int, ...]:
+        """The groups for an M-channel latent, checked."""
+        groups = self.groups or elic_groups(M)
+        if sum(groups) != M or min(groups) < 1:
+            raise ValueError(f"channel groups {groups} must be positive and sum to M={M}")
+        return groups
+
+
 def preset(name: str) -> ModelConfig:
     """A preset name, or a JSON file {"base": preset, field: value, ...} for variants (ablations, tests)."""
     if name in PRESETS:
