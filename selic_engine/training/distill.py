@@ -41,6 +41,7 @@ from ..weights.files import load_weights
 from . import checkpoint
 from .averaging import weight_average
 from .data import CropStream, list_images, split_holdout
+from .flags import add_flags, int_tuple
 from .loop import due, random_qualities
 from .optim import FiniteSteps
 from .record import RunRecord, last_checkpoint
@@ -236,11 +237,6 @@ def distill(cfg: DistillConfig) -> Path:
     return last
 
 
-def _widths(text: str) -> tuple[int, ...]:
-    """--widths 192,128,64,32 -> (192, 128, 64, 32)."""
-    return tuple(int(w) for w in text.split(","))
-
-
 def parse_args(argv: list[str] | None = None) -> DistillConfig:
     """The run the command line asks for (argv: sys.argv[1:] when None); flags default to DistillConfig's."""
     p = argparse.ArgumentParser(prog="python -m selic_engine.training.distill",
@@ -248,15 +244,12 @@ def parse_args(argv: list[str] | None = None) -> DistillConfig:
     p.add_argument("--teacher", required=True, help="decoder v1 weights (.safetensors); only read")
     p.add_argument("--out", required=True, help="run folder: log.jsonl and last.pt")
     p.add_argument("--resume", choices=("", "auto"), default="", help="auto: continue from OUT/last.pt if present")
-    p.add_argument("--widths", type=_widths, default=DEFAULT_WIDTHS,
+    p.add_argument("--widths", type=int_tuple, default=DEFAULT_WIDTHS,
                    help=f"student channels at 1/16,1/8,1/4,1/2 (default {','.join(map(str, DEFAULT_WIDTHS))})")
     p.add_argument("--precision", choices=get_args(Precision), default=DistillConfig.precision)
-    for name, kind in (("data", str), ("steps", int), ("batch_size", int), ("crop", int), ("lr", float),
-                       ("alpha", float), ("clip_grad", float), ("ema_decay", float), ("val_every", int),
-                       ("val_images", int), ("ckpt_every", int), ("threads", int), ("seed", int),
-                       ("minutes", float)):
-        default = getattr(DistillConfig, name)
-        p.add_argument("--" + name.replace("_", "-"), type=kind, default=default, help=f"(default {default!r})")
+    add_flags(p, DistillConfig, {"data": str, "steps": int, "batch_size": int, "crop": int, "lr": float,
+                                 "alpha": float, "clip_grad": float, "ema_decay": float, "val_every": int,
+                                 "val_images": int, "ckpt_every": int, "threads": int, "seed": int, "minutes": float})
     return DistillConfig(**vars(p.parse_args(argv)))
 
 
