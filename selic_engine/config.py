@@ -28,65 +28,6 @@ DEFAULT_QUALITY = 4.0
 DEFAULT_MODEL = "small"
 
 
-@dataclass(frozen=True)
-class ModelConfig:
-    """Architecture of one SELIC model; stored in the weights file and checked on load."""
-
-    name: str
-    N: int  # channels of g_a / g_s
-    M: int  # latent channels
-    Nz: int  # hyper-latent channels
-    slices: int  # ChARM channel slices
-    charm_hidden: int  # width of the ChARM parameter nets
-    text_dim: int = 384  # text-embedding dimension D
-    fusion: FusionMode = "concat"
-    lambdas: tuple[float, ...] = field(default=DEFAULT_LAMBDAS)
-    #: Which registered model class builds this config (model.registry); every file before it existed is v1's.
-    architecture: str = DEFAULT_ARCHITECTURE
-
-    def __post_init__(self) -> None:
-        if self.M % self.slices:
-            raise ValueError(f"M={self.M} must be divisible by slices={self.slices}")
-        if self.fusion not in FUSION_MODES:
-            raise ValueError(f"unknown fusion mode {self.fusion!r}; choose from {', '.join(FUSION_MODES)}")
-        if len(self.lambdas) != int(QUALITY_MAX - QUALITY_MIN) + 1:
-            raise ValueError("one lambda per integer quality 1..8 is required")
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
-
-    @classmethod
-    def from_json(cls, text: str) -> ModelConfig:
-        """The config stored in a weights file or checkpoint. A field this release does not know means a newer
-        selic wrote it: that is said plainly, instead of a TypeError from the constructor."""
-        data = json.loads(text)
-        unknown = sorted(set(data) - {f.name for f in fields(cls)})
-        if unknown:
-            from . import __version__
-            from .errors import NewerSelicError
-
-            raise NewerSelicError(f"model config fields {', '.join(unknown)} are unknown to selic {__version__}: "
-                                  "these weights were written by a newer selic; upgrade selic to use them")
-        data["lambdas"] = tuple(data["lambdas"])
-        return cls(**data)
-
-    def replace(self, **changes: object) -> ModelConfig:
-        data = asdict(self)
-        data.update(changes)
-        data["lambdas"] = tuple(data["lambdas"])
-        return ModelConfig(**data)
-
-
-PRESETS: dict[str, ModelConfig] = {
-    # The paper's layout: N=128, Minnen-2020 ChARM (M=320, 10 slices), BERT-base 768-d text vectors.
-    "paper": ModelConfig(name="paper", N=128, M=320, Nz=192, slices=10, charm_hidden=224, text_dim=768),
-    # CPU-trainable: the same graph, narrower; MiniLM 384-d text vectors.
-    # N grew by training.widen whenever the transforms capped PSNR: 48 until step 16,250, 64 until 36,000,
-    # 96 until 41,000.
-    "small": ModelConfig(name="small", N=128, M=128, Nz=64, slices=4, charm_hidden=64, text_dim=384),
-}
-
-
 #: ELIC's uneven channel groups (He et al. 2022) for its M=320 are 16, 16, 32, 64, M-128; the same first four
 #: (small groups first: their contexts are the most informative per channel), with the rest of M last.
 ELIC_HEAD_GROUPS: tuple[int, ...] = (16, 16, 32, 64)
@@ -118,6 +59,93 @@ class ElicConfig:
         if sum(groups) != M or min(groups) < 1:
             raise ValueError(f"channel groups {groups} must be positive and sum to M={M}")
         return groups
+
+
+#: The light g_s's channels at 1/16, 1/8, 1/4 and 1/2 of the image resolution (model.light.light_synthesis).
+LIGHT_SYNTHESIS_WIDTHS: tuple[int, ...] = (192, 128, 64, 32)
+
+
+@dataclass(frozen=True)
+class DecoderV2Config:
+    """What decoder v2 (architecture "selic-v2", issue 31) adds to a model config: its entropy model and its light
+    g_s's widths."""
+
+    entropy: ElicConfig = ElicConfig()
+    synthesis_widths: tuple[int, ...] = LIGHT_SYNTHESIS_WIDTHS
+
+    @classmethod
+    def from_dict(cls, data: dict) -> DecoderV2Config:
+        """From asdict's (or JSON's) nested dicts and lists."""
+        entropy = {**data["entropy"], "groups": tuple(data["entropy"]["groups"])}
+        return cls(ElicConfig(**entropy), tuple(data["synthesis_widths"]))
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture of one SELIC model; stored in the weights file and checked on load."""
+
+    name: str
+    N: int  # channels of g_a / g_s
+    M: int  # latent channels
+    Nz: int  # hyper-latent channels
+    slices: int  # ChARM channel slices
+    charm_hidden: int  # width of the ChARM parameter nets
+    text_dim: int = 384  # text-embedding dimension D
+    fusion: FusionMode = "concat"
+    lambdas: tuple[float, ...] = field(default=DEFAULT_LAMBDAS)
+    #: Which registered model class builds this config (model.registry); every file before it existed is v1's.
+    architecture: str = DEFAULT_ARCHITECTURE
+    #: Decoder v2's own fields (architecture "selic-v2"); None for v1, whose JSON then leaves it out, as ever.
+    v2: DecoderV2Config | None = None
+
+    def __post_init__(self) -> None:
+        if self.M % self.slices:
+            raise ValueError(f"M={self.M} must be divisible by slices={self.slices}")
+        if self.fusion not in FUSION_MODES:
+            raise ValueError(f"unknown fusion mode {self.fusion!r}; choose from {', '.join(FUSION_MODES)}")
+        if len(self.lambdas) != int(QUALITY_MAX - QUALITY_MIN) + 1:
+            raise ValueError("one lambda per integer quality 1..8 is required")
+
+    def to_json(self) -> str:
+        data = asdict(self)
+        if data["v2"] is None:  # v1's configs read as they did before v2 existed (older selics open them)
+            del data["v2"]
+        return json.dumps(data, sort_keys=True)
+
+    @classmethod
+    def _from_dict(cls, data: dict) -> ModelConfig:
+        """From asdict's (or JSON's) form: tuples and the nested v2 config rebuilt."""
+        data = {**data, "lambdas": tuple(data["lambdas"])}
+        if isinstance(data.get("v2"), dict):
+            data["v2"] = DecoderV2Config.from_dict(data["v2"])
+        return cls(**data)
+
+    @classmethod
+    def from_json(cls, text: str) -> ModelConfig:
+        """The config stored in a weights file or checkpoint. A field this release does not know means a newer
+        selic wrote it: that is said plainly, instead of a TypeError from the constructor."""
+        data = json.loads(text)
+        unknown = sorted(set(data) - {f.name for f in fields(cls)})
+        if unknown:
+            from . import __version__
+            from .errors import NewerSelicError
+
+            raise NewerSelicError(f"model config fields {', '.join(unknown)} are unknown to selic {__version__}: "
+                                  "these weights were written by a newer selic; upgrade selic to use them")
+        return cls._from_dict(data)
+
+    def replace(self, **changes: object) -> ModelConfig:
+        return ModelConfig._from_dict({**asdict(self), **changes})
+
+
+PRESETS: dict[str, ModelConfig] = {
+    # The paper's layout: N=128, Minnen-2020 ChARM (M=320, 10 slices), BERT-base 768-d text vectors.
+    "paper": ModelConfig(name="paper", N=128, M=320, Nz=192, slices=10, charm_hidden=224, text_dim=768),
+    # CPU-trainable: the same graph, narrower; MiniLM 384-d text vectors.
+    # N grew by training.widen whenever the transforms capped PSNR: 48 until step 16,250, 64 until 36,000,
+    # 96 until 41,000.
+    "small": ModelConfig(name="small", N=128, M=128, Nz=64, slices=4, charm_hidden=64, text_dim=384),
+}
 
 
 def preset(name: str) -> ModelConfig:

@@ -12,12 +12,12 @@ from compressai.layers import ResidualBlock, ResidualBlockUpsample, subpel_conv3
 from compressai.models.utils import deconv
 from torch import nn
 
-from ..config import ElicConfig
+from ..config import LIGHT_SYNTHESIS_WIDTHS, ElicConfig
 from ..entropy.elic import ElicCodec
 from .transforms import hyper_analysis
 
 #: Channels at 1/16, 1/8, 1/4 and 1/2 of the image resolution (the latent side first).
-DEFAULT_WIDTHS: tuple[int, ...] = (192, 128, 64, 32)
+DEFAULT_WIDTHS: tuple[int, ...] = LIGHT_SYNTHESIS_WIDTHS
 
 
 def light_synthesis(M: int, widths: Sequence[int] = DEFAULT_WIDTHS) -> nn.Sequential:
