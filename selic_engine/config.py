@@ -188,3 +188,26 @@ class TrainConfig:
     minutes: float = 0  # stop (with a checkpoint) after this much training wall time; 0: run to `steps`
     adapter: bool = False  # train only the encoder side (for a new text embedder)
     embedder: str = "minilm"  # name of the text embedder whose vectors the model is trained on
+
+
+@dataclass(kw_only=True)
+class StageConfig:
+    """What every decoder-v2 training stage (training.distill, training.entropy_stage) shares: its run folder, data,
+    steps, validation, record and resume; each stage adds its own fields and may set other defaults."""
+
+    out: str  # run folder: log.jsonl and last.pt
+    data: str = TrainConfig.data
+    steps: int = 20_000  # total step count to reach (counted across resumes)
+    batch_size: int = 2
+    crop: int = 256
+    lr: float = 2e-4
+    clip_grad: float = 1.0
+    ema_decay: float = 0.999  # weight average, validated beside the weights (0: none)
+    val_every: int = 250
+    val_images: int = 12  # the main run's hold-out (never Kodak): the same photos, never trained on
+    ckpt_every: int = 250
+    threads: int = 0  # torch intra-op threads (0: torch default)
+    seed: int = 0
+    minutes: float = 0  # stop (with a checkpoint) after this much training wall time; 0: run to `steps`
+    precision: Precision = "auto"  # g_a / g_s arithmetic: bfloat16 where it is native
+    resume: str = ""  # "auto": continue from out/last.pt when it exists

@@ -22,7 +22,6 @@ import json
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import get_args
 
 import numpy as np
 import torch
@@ -30,7 +29,7 @@ from numpy.lib.format import open_memmap
 from torch import Tensor, nn
 from torch.optim.swa_utils import AveragedModel
 
-from ..config import ElicConfig, Precision, TrainConfig
+from ..config import ElicConfig, StageConfig
 from ..entropy.elic import ElicCodec
 from ..model import Architecture
 from ..model.light import elic_latent_codec
@@ -39,40 +38,28 @@ from ..weights.files import load_weights
 from . import checkpoint
 from .averaging import weight_average
 from .data import CropStream, list_images, split_holdout
-from .flags import add_flags, int_tuple
+from .flags import add_flags, add_stage_flags, int_tuple
 from .loop import due, random_qualities
 from .loss import bits_per_pixel
 from .optim import FiniteSteps
-from .record import RunRecord, last_checkpoint
+from .record import RunRecord, last_checkpoint, open_stage
 from .validation import VAL_QUALITIES, validation_images
 
 
-@dataclass
-class EntropyStageConfig:
+@dataclass(kw_only=True)
+class EntropyStageConfig(StageConfig):
     weights: str  # decoder v1 weights (.safetensors): g_a and fusion encode the cache, v1's prior is the reference
-    out: str  # run folder: log.jsonl, last.pt and the latent cache (latents/)
-    data: str = TrainConfig.data
-    steps: int = 20_000  # total step count to reach (counted across resumes)
     batch_size: int = 8
-    crop: int = 256
-    cache_crops: int = 4096  # crops in the cache: 2 * M * (crop/16)^2 bytes each (64 KB at M=128, crop 256)
     lr: float = 1e-4
+    val_every: int = 500
+    ckpt_every: int = 500
+    cache_crops: int = 4096  # crops in the cache (under out/latents): 2 * M * (crop/16)^2 bytes each
     aux_lr: float = 1e-3  # the hyper-latent prior's quantiles (compressai's aux loss)
-    clip_grad: float = 1.0
     groups: tuple[int, ...] = ElicConfig.groups  # the new model (config.ElicConfig): () is ELIC's groups for M
     nz: int = ElicConfig.Nz
     hyper_hidden: int = ElicConfig.hyper_hidden
     param_hidden: int = ElicConfig.param_hidden
     context_hidden: int = ElicConfig.context_hidden
-    ema_decay: float = 0.999  # weight average, validated beside the weights (0: none)
-    val_every: int = 500
-    val_images: int = 12  # the main run's hold-out (never Kodak): the same photos, never trained on
-    ckpt_every: int = 500
-    threads: int = 0  # torch intra-op threads (0: torch default)
-    seed: int = 0
-    minutes: float = 0  # stop (with a checkpoint) after this much training wall time; 0: run to `steps`
-    precision: Precision = "auto"  # g_a's arithmetic while filling the cache: bfloat16 where it is native
-    resume: str = ""  # "auto": continue from out/last.pt when it exists
 
     def model(self) -> ElicConfig:
         return ElicConfig(self.groups, self.nz, self.hyper_hidden, self.param_hidden, self.context_hidden)
@@ -187,19 +174,15 @@ class EntropyRecord(RunRecord):
 
     def save_codec(self, step: int, codec: ElicCodec, optimizer: torch.optim.Optimizer,
                    aux: torch.optim.Optimizer, average: AveragedModel | None, teacher_id: str) -> None:
-        payload = {"codec": codec.state_dict(), "optimizer": optimizer.state_dict(), "aux_optimizer": aux.state_dict(),
-                   "step": step, "rng": checkpoint.rng_state(), "elic_config": json.dumps(asdict(self.cfg.model())),
-                   "teacher_id": teacher_id, "stage_config": json.dumps(vars(self.cfg))}
-        if average is not None:
-            payload["ema"] = average.state_dict()
-        self.write_checkpoint(step, codec, payload)
+        self.save_stage(step, codec, {"codec": codec.state_dict(), "optimizer": optimizer.state_dict(),
+                                      "aux_optimizer": aux.state_dict(), "teacher_id": teacher_id,
+                                      "elic_config": json.dumps(asdict(self.cfg.model())),
+                                      "stage_config": json.dumps(vars(self.cfg))}, average)
 
 
 def train_entropy(cfg: EntropyStageConfig) -> Path:
     """Train the new entropy model until cfg.steps (or cfg.minutes); returns the path of the last checkpoint."""
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    torch.manual_seed(cfg.seed)
+    state = open_stage(cfg)
     dtype = resolve(cfg.precision, "cpu")
     v1, teacher_id = load_weights(Path(cfg.weights))
     v1.requires_grad_(False)
@@ -209,7 +192,6 @@ def train_entropy(cfg: EntropyStageConfig) -> Path:
     params = [p for p in codec.parameters() if all(p is not a for a in aux_params)]
     optimizer, aux = torch.optim.Adam(params, lr=cfg.lr), torch.optim.Adam(aux_params, lr=cfg.aux_lr)
     last = last_checkpoint(cfg)  # (it reads cfg.out)
-    state = checkpoint.load(last) if cfg.resume == "auto" and last.exists() else None
     if state is not None:
         if state["elic_config"] != json.dumps(asdict(cfg.model())) or state["teacher_id"] != teacher_id:
             raise ValueError(f"{last} trains {state['elic_config']} on the latents of {state['teacher_id']}, not "
@@ -262,16 +244,11 @@ def parse_args(argv: list[str] | None = None) -> EntropyStageConfig:
                                 description="Train decoder v2's entropy model on cached v1 latents (issue 31, "
                                             "stage 2).")
     p.add_argument("--weights", required=True, help="decoder v1 weights (.safetensors); only read")
-    p.add_argument("--out", required=True, help="run folder: log.jsonl, last.pt and the latent cache")
-    p.add_argument("--resume", choices=("", "auto"), default="", help="auto: continue from OUT/last.pt if present")
     p.add_argument("--groups", type=int_tuple, default=EntropyStageConfig.groups,
                    help="channels per group, summing to M (default: ELIC's 16,16,32,64,M-128)")
-    p.add_argument("--precision", choices=get_args(Precision), default=EntropyStageConfig.precision)
-    add_flags(p, EntropyStageConfig, {"data": str, "steps": int, "batch_size": int, "crop": int, "cache_crops": int,
-                                      "lr": float, "aux_lr": float, "clip_grad": float, "nz": int,
-                                      "hyper_hidden": int, "param_hidden": int, "context_hidden": int,
-                                      "ema_decay": float, "val_every": int, "val_images": int, "ckpt_every": int,
-                                      "threads": int, "seed": int, "minutes": float})
+    add_stage_flags(p, EntropyStageConfig)
+    add_flags(p, EntropyStageConfig, {"cache_crops": int, "aux_lr": float, "nz": int, "hyper_hidden": int,
+                                      "param_hidden": int, "context_hidden": int})
     return EntropyStageConfig(**vars(p.parse_args(argv)))
 
 
