@@ -28,6 +28,58 @@ DEFAULT_QUALITY = 4.0
 DEFAULT_MODEL = "small"
 
 
+#: ELIC's uneven channel groups (He et al. 2022) for its M=320 are 16, 16, 32, 64, M-128; the same first four
+#: (small groups first: their contexts are the most informative per channel), with the rest of M last.
+ELIC_HEAD_GROUPS: tuple[int, ...] = (16, 16, 32, 64)
+
+
+def elic_groups(M: int) -> tuple[int, ...]:
+    """ELIC's channel groups for an M-channel latent: (16, 16, 32, 64, M-128), without an empty last group."""
+    head = sum(ELIC_HEAD_GROUPS)
+    if M < head:
+        raise ValueError(f"ELIC's default groups need M >= {head}; give the groups for M={M} explicitly")
+    return ELIC_HEAD_GROUPS + ((M - head,) if M > head else ())
+
+
+@dataclass(frozen=True)
+class ElicConfig:
+    """Decoder v2's entropy model (issue 31, stage 2; entropy.elic): checkerboard spatial context inside uneven
+    channel groups, channel context from the groups before, and a hyperprior larger than v1's (Nz=64). The defaults
+    keep its float64 prior within issue 31's 0.1 s at 768x512 (M=128)."""
+
+    groups: tuple[int, ...] = ()  # channels per group, in coding order (they sum to M); () : elic_groups(M)
+    Nz: int = 128  # hyper-latent channels
+    hyper_hidden: int = 96  # width of h_a and h_s
+    param_hidden: int = 64  # width of each group's parameter net (1x1 convolutions)
+    context_hidden: int = 64  # width of each group's channel-context net
+
+    def channel_groups(self, M: int) -> tuple[int, ...]:
+        """The groups for an M-channel latent, checked."""
+        groups = self.groups or elic_groups(M)
+        if sum(groups) != M or min(groups) < 1:
+            raise ValueError(f"channel groups {groups} must be positive and sum to M={M}")
+        return groups
+
+
+#: The light g_s's channels at 1/16, 1/8, 1/4 and 1/2 of the image resolution (model.light.light_synthesis).
+LIGHT_SYNTHESIS_WIDTHS: tuple[int, ...] = (192, 128, 64, 32)
+
+
+@dataclass(frozen=True)
+class DecoderV2Config:
+    """What decoder v2 (architecture "selic-v2", issue 31) adds to a model config: its entropy model and its light
+    g_s's widths."""
+
+    entropy: ElicConfig = ElicConfig()
+    synthesis_widths: tuple[int, ...] = LIGHT_SYNTHESIS_WIDTHS
+
+    @classmethod
+    def from_dict(cls, data: dict) -> DecoderV2Config:
+        """From asdict's (or JSON's) nested dicts and lists."""
+        entropy = {**data["entropy"], "groups": tuple(data["entropy"]["groups"])}
+        return cls(ElicConfig(**entropy), tuple(data["synthesis_widths"]))
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """Architecture of one SELIC model; stored in the weights file and checked on load."""
@@ -43,6 +95,8 @@ class ModelConfig:
     lambdas: tuple[float, ...] = field(default=DEFAULT_LAMBDAS)
     #: Which registered model class builds this config (model.registry); every file before it existed is v1's.
     architecture: str = DEFAULT_ARCHITECTURE
+    #: Decoder v2's own fields (architecture "selic-v2"); None for v1, whose JSON then leaves it out, as ever.
+    v2: DecoderV2Config | None = None
 
     def __post_init__(self) -> None:
         if self.M % self.slices:
@@ -53,7 +107,18 @@ class ModelConfig:
             raise ValueError("one lambda per integer quality 1..8 is required")
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
+        data = asdict(self)
+        if data["v2"] is None:  # v1's configs read as they did before v2 existed (older selics open them)
+            del data["v2"]
+        return json.dumps(data, sort_keys=True)
+
+    @classmethod
+    def _from_dict(cls, data: dict) -> ModelConfig:
+        """From asdict's (or JSON's) form: tuples and the nested v2 config rebuilt."""
+        data = {**data, "lambdas": tuple(data["lambdas"])}
+        if isinstance(data.get("v2"), dict):
+            data["v2"] = DecoderV2Config.from_dict(data["v2"])
+        return cls(**data)
 
     @classmethod
     def from_json(cls, text: str) -> ModelConfig:
@@ -67,14 +132,10 @@ class ModelConfig:
 
             raise NewerSelicError(f"model config fields {', '.join(unknown)} are unknown to selic {__version__}: "
                                   "these weights were written by a newer selic; upgrade selic to use them")
-        data["lambdas"] = tuple(data["lambdas"])
-        return cls(**data)
+        return cls._from_dict(data)
 
     def replace(self, **changes: object) -> ModelConfig:
-        data = asdict(self)
-        data.update(changes)
-        data["lambdas"] = tuple(data["lambdas"])
-        return ModelConfig(**data)
+        return ModelConfig._from_dict({**asdict(self), **changes})
 
 
 PRESETS: dict[str, ModelConfig] = {
@@ -127,3 +188,26 @@ class TrainConfig:
     minutes: float = 0  # stop (with a checkpoint) after this much training wall time; 0: run to `steps`
     adapter: bool = False  # train only the encoder side (for a new text embedder)
     embedder: str = "minilm"  # name of the text embedder whose vectors the model is trained on
+
+
+@dataclass(kw_only=True)
+class StageConfig:
+    """What every decoder-v2 training stage (training.distill, training.entropy_stage) shares: its run folder, data,
+    steps, validation, record and resume; each stage adds its own fields and may set other defaults."""
+
+    out: str  # run folder: log.jsonl and last.pt
+    data: str = TrainConfig.data
+    steps: int = 20_000  # total step count to reach (counted across resumes)
+    batch_size: int = 2
+    crop: int = 256
+    lr: float = 2e-4
+    clip_grad: float = 1.0
+    ema_decay: float = 0.999  # weight average, validated beside the weights (0: none)
+    val_every: int = 250
+    val_images: int = 12  # the main run's hold-out (never Kodak): the same photos, never trained on
+    ckpt_every: int = 250
+    threads: int = 0  # torch intra-op threads (0: torch default)
+    seed: int = 0
+    minutes: float = 0  # stop (with a checkpoint) after this much training wall time; 0: run to `steps`
+    precision: Precision = "auto"  # g_a / g_s arithmetic: bfloat16 where it is native
+    resume: str = ""  # "auto": continue from out/last.pt when it exists

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pytest
@@ -79,6 +80,21 @@ def export(checkpoint: Path, out: Path, *flags: str) -> str:
 
     cli.main(["export", str(checkpoint), "-o", str(out), *flags])
     return read_metadata(out)["model_id"]
+
+
+def resumes_exactly(run: Callable[..., dict[str, Any]], groups: tuple[str, ...]) -> tuple[dict, dict]:
+    """A training stage's run(out, steps, *flags) -> its last.pt: three steps straight into "a", and two plus one
+    resumed into "b", must end with the same tensors in each of `groups`. Returns (b after two steps, resumed)."""
+    import torch
+
+    straight = run("a", 3)
+    two = run("b", 2)
+    resumed = run("b", 3, "--resume", "auto")
+    assert straight["step"] == resumed["step"] == 3 and two["step"] == 2
+    for group in groups:
+        for name, tensor in straight[group].items():
+            assert torch.equal(tensor, resumed[group][name]), (group, name)
+    return two, resumed
 
 
 @pytest.fixture

@@ -49,6 +49,11 @@ class HyperBand:
         self.width = stride * side.shape[-1]
 
     def window(self, b0: int, b1: int) -> tuple[Tensor, Tensor]:
+        means, scales = self.features(b0, b1).chunk(2, dim=1)
+        return means, scales
+
+    def features(self, b0: int, b1: int) -> Tensor:
+        """h_s's output over the band's latent columns [b0, b1), computing the windows it needs first."""
         s = self._stride
         while self._done < b1:
             c0, c1, a0, a1 = next(self._windows)
@@ -58,16 +63,15 @@ class HyperBand:
             self._features[..., s * c0 : s * c1] = part
             self._done = s * c1
         assert self._features is not None
-        means, scales = self._features[..., b0:b1].chunk(2, dim=1)
-        return means, scales
+        return self._features[..., b0:b1]
 
 
-class HyperpriorChARM(BandedLatentCodec):
-    """z = h_a(y) under a factorized prior; h_s(z_hat) gives the ChARM's context over y (Minnen & Singh 2020)."""
+class Hyperprior(BandedLatentCodec):
+    """The side half of a hyperprior latent codec (Ballé et al. 2018): z = h_a(y) under a factorized prior, z_hat
+    decoded through the guard, and h_s(z_hat) band by band (HyperBand) as the bands' context. Subclasses give the
+    model of y given that context; PRIOR_MODULES names what coding_layout moves to the CPU in float64."""
 
-    #: The probability side: what coding_layout moves to the CPU in float64 (h_a only feeds z; it stays with
-    #: the transforms).
-    PRIOR_MODULES = ("h_s", "entropy_bottleneck", "charm")
+    PRIOR_MODULES: tuple[str, ...]
     #: Latent rows per hyper-latent row (h_a's stride: two stride-2 convolutions).
     side_stride = 4
     #: z rows (and columns) of context h_s gets each side of a band (window): it reaches about 2.
@@ -77,21 +81,13 @@ class HyperpriorChARM(BandedLatentCodec):
     #: most 88 rows (a band and its margins).
     HYPER_WINDOW_COLUMNS = 2 * ALIGN
 
-    def __init__(self, h_a: nn.Module, h_s: nn.Module, M: int, Nz: int, slices: int, charm_hidden: int) -> None:
-        """h_a: y (M channels) -> z (Nz), stride side_stride; h_s: z_hat -> 2M channels (means, scales)."""
+    def __init__(self, h_a: nn.Module, h_s: nn.Module, M: int, Nz: int) -> None:
+        """h_a: y (M channels) -> z (Nz), stride side_stride; h_s: z_hat -> the bands' context features."""
         super().__init__()
         self.M, self.Nz = M, Nz
         self.h_a = h_a
         self.h_s = h_s
         self.entropy_bottleneck = EntropyBottleneck(Nz)
-        self.charm = ChannelARM(M, slices, charm_hidden)
-
-    def forward(self, y: Tensor) -> dict[str, Any]:
-        """Training pass: noisy likelihoods of y and z for the rate, straight-through y_hat for the decoder."""
-        z_hat, z_likelihoods = self.entropy_bottleneck(self.h_a(y))
-        means, scales = self.h_s(z_hat).chunk(2, dim=1)
-        y_hat, y_likelihoods = self.charm(y, means, scales)
-        return {"y_hat": y_hat, "likelihoods": {"y": y_likelihoods, "z": z_likelihoods}}
 
     def aux_parameters(self) -> list[nn.Parameter]:
         """What compressai's aux loss trains (the prior's quantiles): a separate optimiser, never the main one."""
@@ -111,9 +107,6 @@ class HyperpriorChARM(BandedLatentCodec):
         eb = self.entropy_bottleneck
         return Tables.of(eb.quantized_cdf, eb.cdf_length, eb.offset)
 
-    def latent_tables(self) -> Tables:
-        return self.charm.tables()
-
     def compress_side(self, y: Tensor) -> tuple[bytes, Tensor]:
         device, dtype = self.prior_placement()
         z = self.h_a(y).to(device=device, dtype=dtype)
@@ -129,9 +122,33 @@ class HyperpriorChARM(BandedLatentCodec):
         return eb.dequantize(symbols, medians, medians.dtype)
 
     def band_context(self, side: Tensor, rows: tuple[int, int]) -> HyperBand:
-        """h_s means and scales for latent rows [r0, r1), from the z rows around them, as the ChARM asks for them
+        """h_s's features for latent rows [r0, r1), from the z rows around them, as the band's model asks for them
         window by window: the values a whole-latent h_s would give, without its whole-latent float64 buffers."""
         return HyperBand(self.h_s, side, rows, self.side_stride, self.HYPER_MARGIN, self.HYPER_WINDOW_COLUMNS)
+
+
+class HyperpriorChARM(Hyperprior):
+    """Decoder v1's: h_s(z_hat) gives the means and scales that are the ChARM's context over y (Minnen & Singh
+    2020)."""
+
+    #: The probability side: what coding_layout moves to the CPU in float64 (h_a only feeds z; it stays with
+    #: the transforms).
+    PRIOR_MODULES = ("h_s", "entropy_bottleneck", "charm")
+
+    def __init__(self, h_a: nn.Module, h_s: nn.Module, M: int, Nz: int, slices: int, charm_hidden: int) -> None:
+        """h_a: y (M channels) -> z (Nz), stride side_stride; h_s: z_hat -> 2M channels (means, scales)."""
+        super().__init__(h_a, h_s, M, Nz)
+        self.charm = ChannelARM(M, slices, charm_hidden)
+
+    def forward(self, y: Tensor) -> dict[str, Any]:
+        """Training pass: noisy likelihoods of y and z for the rate, straight-through y_hat for the decoder."""
+        z_hat, z_likelihoods = self.entropy_bottleneck(self.h_a(y))
+        means, scales = self.h_s(z_hat).chunk(2, dim=1)
+        y_hat, y_likelihoods = self.charm(y, means, scales)
+        return {"y_hat": y_hat, "likelihoods": {"y": y_likelihoods, "z": z_likelihoods}}
+
+    def latent_tables(self) -> Tables:
+        return self.charm.tables()
 
     def compress_band(self, band: Tensor, context: HyperBand, encoder: BufferedRansEncoder) -> Tensor:
         return self.charm.compress(band, context, encoder)[1]

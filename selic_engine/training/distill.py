@@ -25,14 +25,13 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import get_args
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.optim.swa_utils import AveragedModel
 
-from ..config import Precision, TrainConfig
+from ..config import StageConfig
 from ..macs import conv_macs
 from ..model import Architecture
 from ..model.light import DEFAULT_WIDTHS, light_synthesis, start_near_grey
@@ -41,36 +40,21 @@ from ..weights.files import load_weights
 from . import checkpoint
 from .averaging import weight_average
 from .data import CropStream, list_images, split_holdout
+from .flags import add_flags, add_stage_flags, int_tuple
 from .loop import due, random_qualities
 from .optim import FiniteSteps
-from .record import RunRecord, last_checkpoint
+from .record import RunRecord, last_checkpoint, open_stage
 from .validation import VAL_QUALITIES, psnr, validation_images
 
 #: The latent of a 768x512 image (Kodak's size): where decoder costs are compared (issue 31).
 COST_LATENT = (32, 48)
 
 
-@dataclass
-class DistillConfig:
+@dataclass(kw_only=True)
+class DistillConfig(StageConfig):
     teacher: str  # decoder v1 weights (.safetensors), only read
-    out: str  # run folder: log.jsonl and last.pt
-    data: str = TrainConfig.data
-    steps: int = 20_000  # total step count to reach (counted across resumes)
-    batch_size: int = 2
-    crop: int = 256
-    lr: float = 2e-4
     alpha: float = 1.0  # weight of MSE to the teacher's image, beside MSE to the photo
-    clip_grad: float = 1.0
     widths: tuple[int, ...] = DEFAULT_WIDTHS  # the student's channels at 1/16, 1/8, 1/4, 1/2
-    ema_decay: float = 0.999  # weight average of the student, validated beside it (0: none)
-    val_every: int = 250
-    val_images: int = 12  # the main run's hold-out (never Kodak): the same photos, never trained on
-    ckpt_every: int = 250
-    threads: int = 0  # torch intra-op threads (0: torch default)
-    seed: int = 0
-    minutes: float = 0  # stop (with a checkpoint) after this much training wall time; 0: run to `steps`
-    precision: Precision = "auto"  # the transforms' arithmetic, teacher and student: bfloat16 where it is native
-    resume: str = ""  # "auto": continue from out/last.pt when it exists
 
 
 def _autocast(device: torch.device, dtype: torch.dtype) -> contextlib.AbstractContextManager:
@@ -173,19 +157,14 @@ class DistillRecord(RunRecord):
 
     def save_student(self, step: int, student: nn.Module, optimizer: torch.optim.Optimizer,
                      average: AveragedModel | None, teacher_id: str) -> None:
-        payload = {"student": student.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
-                   "rng": checkpoint.rng_state(), "widths": list(self.cfg.widths), "teacher_id": teacher_id,
-                   "distill_config": json.dumps(vars(self.cfg))}
-        if average is not None:
-            payload["ema"] = average.state_dict()
-        self.write_checkpoint(step, student, payload)
+        self.save_stage(step, student, {"student": student.state_dict(), "optimizer": optimizer.state_dict(),
+                                        "widths": list(self.cfg.widths), "teacher_id": teacher_id,
+                                        "distill_config": json.dumps(vars(self.cfg))}, average)
 
 
 def distill(cfg: DistillConfig) -> Path:
     """Train the student until cfg.steps (or cfg.minutes); returns the path of the last checkpoint."""
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    torch.manual_seed(cfg.seed)
+    state = open_stage(cfg)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dtype = resolve(cfg.precision, device)
     teacher, teacher_id = load_weights(Path(cfg.teacher))
@@ -194,7 +173,6 @@ def distill(cfg: DistillConfig) -> Path:
     student = build_student(M, cfg.widths).to(device).train()
     optimizer = torch.optim.Adam(student.parameters(), lr=cfg.lr)
     last = last_checkpoint(cfg)  # (it reads cfg.out)
-    state = checkpoint.load(last) if cfg.resume == "auto" and last.exists() else None
     if state is not None:
         if state["widths"] != list(cfg.widths) or state["teacher_id"] != teacher_id:
             raise ValueError(f"{last} distils widths {state['widths']} from teacher {state['teacher_id']}, not "
@@ -236,27 +214,15 @@ def distill(cfg: DistillConfig) -> Path:
     return last
 
 
-def _widths(text: str) -> tuple[int, ...]:
-    """--widths 192,128,64,32 -> (192, 128, 64, 32)."""
-    return tuple(int(w) for w in text.split(","))
-
-
 def parse_args(argv: list[str] | None = None) -> DistillConfig:
     """The run the command line asks for (argv: sys.argv[1:] when None); flags default to DistillConfig's."""
     p = argparse.ArgumentParser(prog="python -m selic_engine.training.distill",
                                 description="Distil a lighter g_s from decoder v1's (issue 31, stage 1).")
     p.add_argument("--teacher", required=True, help="decoder v1 weights (.safetensors); only read")
-    p.add_argument("--out", required=True, help="run folder: log.jsonl and last.pt")
-    p.add_argument("--resume", choices=("", "auto"), default="", help="auto: continue from OUT/last.pt if present")
-    p.add_argument("--widths", type=_widths, default=DEFAULT_WIDTHS,
+    p.add_argument("--widths", type=int_tuple, default=DEFAULT_WIDTHS,
                    help=f"student channels at 1/16,1/8,1/4,1/2 (default {','.join(map(str, DEFAULT_WIDTHS))})")
-    p.add_argument("--precision", choices=get_args(Precision), default=DistillConfig.precision)
-    for name, kind in (("data", str), ("steps", int), ("batch_size", int), ("crop", int), ("lr", float),
-                       ("alpha", float), ("clip_grad", float), ("ema_decay", float), ("val_every", int),
-                       ("val_images", int), ("ckpt_every", int), ("threads", int), ("seed", int),
-                       ("minutes", float)):
-        default = getattr(DistillConfig, name)
-        p.add_argument("--" + name.replace("_", "-"), type=kind, default=default, help=f"(default {default!r})")
+    add_stage_flags(p, DistillConfig)
+    add_flags(p, DistillConfig, {"alpha": float})
     return DistillConfig(**vars(p.parse_args(argv)))
 
 

@@ -31,6 +31,16 @@ def last_checkpoint(cfg: TrainConfig) -> Path:
     return Path(cfg.out) / "last.pt"
 
 
+def open_stage(cfg: Any) -> dict[str, Any] | None:
+    """The start of a training stage (distill, entropy_stage): threads and seed set from cfg; returns last.pt's
+    contents when cfg.resume is "auto" and it exists (None: a fresh start)."""
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    last = last_checkpoint(cfg)
+    return checkpoint.load(last) if cfg.resume == "auto" and last.exists() else None
+
+
 class RunRecord:
     """One session of a run: opening it logs the machine and config and starts the clock that `train_seconds`
     (carried across sessions in the checkpoint) and the rates count from."""
@@ -99,6 +109,14 @@ class RunRecord:
         if average is not None:
             payload["ema"] = average.state_dict()
         self.write_checkpoint(step, model, payload)
+
+    def save_stage(self, step: int, module: nn.Module, payload: dict[str, Any], average: AveragedModel | None) -> None:
+        """A training stage's last.pt (distill, entropy_stage): its payload with the step, the RNG state and the
+        weight average (when kept), as write_checkpoint writes it."""
+        payload = {**payload, "step": step, "rng": checkpoint.rng_state()}
+        if average is not None:
+            payload["ema"] = average.state_dict()
+        self.write_checkpoint(step, module, payload)
 
     def write_checkpoint(self, step: int, model: nn.Module, payload: dict[str, Any]) -> None:
         """Write payload and the training seconds to last.pt atomically, unless model's weights are not finite
