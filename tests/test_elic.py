@@ -11,7 +11,7 @@ import torch
 from selic_engine.config import ElicConfig, elic_groups
 from selic_engine.entropy.elic import anchors
 from selic_engine.errors import DesyncError
-from selic_engine.model.light import elic_latent_codec
+from selic_engine.model.selic_v2 import elic_latent_codec
 
 TINY_ELIC = ElicConfig(groups=(4, 4, 8, 16), Nz=16, hyper_hidden=16, param_hidden=16, context_hidden=16)
 

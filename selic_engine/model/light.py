@@ -1,6 +1,5 @@
-"""Decoder v2's parts (issue 31): a lighter synthesis transform (g_s at under a quarter of decoder v1's
-multiply-accumulates) and the stronger entropy model (entropy.elic) with its hyper transforms, built from the same
-compressai layers. v1's transforms (transforms.py) stay as they are.
+"""A lighter synthesis transform for decoder v2 (issue 31): g_s at under a quarter of decoder v1's
+multiply-accumulates, built from the same compressai layers. v1's transforms (transforms.py) stay as they are.
 """
 
 from __future__ import annotations
@@ -9,18 +8,12 @@ from collections.abc import Sequence
 
 import torch
 from compressai.layers import ResidualBlock, ResidualBlockUpsample, subpel_conv3x3
-from compressai.models.utils import deconv
 from torch import nn
 
-from ..config import LIGHT_SYNTHESIS_WIDTHS, ElicConfig
-from ..entropy.elic import ElicCodec
-from .transforms import hyper_analysis
-
-#: Channels at 1/16, 1/8, 1/4 and 1/2 of the image resolution (the latent side first).
-DEFAULT_WIDTHS: tuple[int, ...] = LIGHT_SYNTHESIS_WIDTHS
+from ..config import LIGHT_SYNTHESIS_WIDTHS
 
 
-def light_synthesis(M: int, widths: Sequence[int] = DEFAULT_WIDTHS) -> nn.Sequential:
+def light_synthesis(M: int, widths: Sequence[int] = LIGHT_SYNTHESIS_WIDTHS) -> nn.Sequential:
     """g_s from the M-channel latent (1/16) to RGB: a residual block at 1/16, then per scale a residual upsampling
     block (sub-pixel convolutions) and a residual block, none at 1/2, and a sub-pixel convolution to full size.
 
@@ -50,21 +43,3 @@ def start_near_grey(g_s: nn.Sequential, scale: float = 0.1, grey: float = 0.5) -
     with torch.no_grad():
         out.weight.mul_(scale)
         out.bias.fill_(grey)
-
-
-def light_hyper_synthesis(Nz: int, N: int) -> nn.Sequential:
-    """h_s for decoder v2: z_hat -> N features at the latent's size, which each channel group's parameter net projects
-    itself (entropy.elic). v1's h_s ends in a 3x3 convolution to 2M channels at the latent's size, its costliest
-    layer in float64; here that map is the groups' own 1x1 projections."""
-    return nn.Sequential(
-        deconv(Nz, N, kernel_size=5, stride=2),
-        nn.LeakyReLU(inplace=True),
-        deconv(N, N, kernel_size=5, stride=2),
-        nn.LeakyReLU(inplace=True),
-    )
-
-
-def elic_latent_codec(M: int, cfg: ElicConfig) -> ElicCodec:
-    """Decoder v2's latent codec for an M-channel latent, freshly initialised."""
-    return ElicCodec(hyper_analysis(M, cfg.hyper_hidden, cfg.Nz), light_hyper_synthesis(cfg.Nz, cfg.hyper_hidden), M,
-                     cfg.Nz, cfg.channel_groups(M), cfg.hyper_hidden, cfg.param_hidden, cfg.context_hidden)

@@ -12,15 +12,36 @@ v2's are its `v2.entropy` (config.ElicConfig).
 from __future__ import annotations
 
 import torch
+from compressai.models.utils import deconv
+from torch import nn
 
-from ..config import ModelConfig
+from ..config import ElicConfig, ModelConfig
+from ..entropy.elic import ElicCodec
 from .fusion import SemanticFusion
 from .gain import QualityGains
 from .geometry import Geometry
-from .light import elic_latent_codec, light_synthesis
+from .light import light_synthesis
 from .registry import Architecture, register_architecture
 from .selic import SelicModel
-from .transforms import analysis
+from .transforms import analysis, hyper_analysis
+
+
+def light_hyper_synthesis(Nz: int, N: int) -> nn.Sequential:
+    """h_s for decoder v2: z_hat -> N features at the latent's size, which each channel group's parameter net projects
+    itself (entropy.elic). v1's h_s ends in a 3x3 convolution to 2M channels at the latent's size, its costliest
+    layer in float64; here that map is the groups' own 1x1 projections."""
+    return nn.Sequential(
+        deconv(Nz, N, kernel_size=5, stride=2),
+        nn.LeakyReLU(inplace=True),
+        deconv(N, N, kernel_size=5, stride=2),
+        nn.LeakyReLU(inplace=True),
+    )
+
+
+def elic_latent_codec(M: int, cfg: ElicConfig) -> ElicCodec:
+    """Decoder v2's latent codec for an M-channel latent, freshly initialised."""
+    return ElicCodec(hyper_analysis(M, cfg.hyper_hidden, cfg.Nz), light_hyper_synthesis(cfg.Nz, cfg.hyper_hidden), M,
+                     cfg.Nz, cfg.channel_groups(M), cfg.hyper_hidden, cfg.param_hidden, cfg.context_hidden)
 
 
 @register_architecture("selic-v2")

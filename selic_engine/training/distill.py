@@ -31,10 +31,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.optim.swa_utils import AveragedModel
 
-from ..config import StageConfig
+from ..config import LIGHT_SYNTHESIS_WIDTHS, StageConfig
 from ..macs import conv_macs
 from ..model import Architecture
-from ..model.light import DEFAULT_WIDTHS, light_synthesis, start_near_grey
+from ..model.light import light_synthesis, start_near_grey
 from ..precision import resolve
 from ..weights.files import load_weights
 from . import checkpoint
@@ -54,7 +54,7 @@ COST_LATENT = (32, 48)
 class DistillConfig(StageConfig):
     teacher: str  # decoder v1 weights (.safetensors), only read
     alpha: float = 1.0  # weight of MSE to the teacher's image, beside MSE to the photo
-    widths: tuple[int, ...] = DEFAULT_WIDTHS  # the student's channels at 1/16, 1/8, 1/4, 1/2
+    widths: tuple[int, ...] = LIGHT_SYNTHESIS_WIDTHS  # the student's channels at 1/16, 1/8, 1/4, 1/2
 
 
 def _autocast(device: torch.device, dtype: torch.dtype) -> contextlib.AbstractContextManager:
@@ -219,8 +219,8 @@ def parse_args(argv: list[str] | None = None) -> DistillConfig:
     p = argparse.ArgumentParser(prog="python -m selic_engine.training.distill",
                                 description="Distil a lighter g_s from decoder v1's (issue 31, stage 1).")
     p.add_argument("--teacher", required=True, help="decoder v1 weights (.safetensors); only read")
-    p.add_argument("--widths", type=int_tuple, default=DEFAULT_WIDTHS,
-                   help=f"student channels at 1/16,1/8,1/4,1/2 (default {','.join(map(str, DEFAULT_WIDTHS))})")
+    p.add_argument("--widths", type=int_tuple, default=LIGHT_SYNTHESIS_WIDTHS,
+                   help=f"student channels at 1/16,1/8,1/4,1/2 (default {','.join(map(str, LIGHT_SYNTHESIS_WIDTHS))})")
     add_stage_flags(p, DistillConfig)
     add_flags(p, DistillConfig, {"alpha": float})
     return DistillConfig(**vars(p.parse_args(argv)))

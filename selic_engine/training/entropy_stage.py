@@ -32,7 +32,7 @@ from torch.optim.swa_utils import AveragedModel
 from ..config import ElicConfig, StageConfig
 from ..entropy.elic import ElicCodec
 from ..model import Architecture
-from ..model.light import elic_latent_codec
+from ..model.selic_v2 import elic_latent_codec
 from ..precision import resolve
 from ..weights.files import load_weights
 from . import checkpoint
