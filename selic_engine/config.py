@@ -158,45 +158,14 @@ def preset(name: str) -> ModelConfig:
     raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)} or a .json variant file")
 
 
-@dataclass
-class TrainConfig:
-    """A training run; `selic train --config FILE.json` fills it, flags override single fields."""
-
-    preset: str = "small"  # a preset name or a .json variant file (see config.preset)
-    data: str = "../shared/data/train"
-    captions: str = ""  # default: <data>/captions.tsv
-    out: str = "runs/selic-small"  # checkpoints and logs (keep it outside the repo's tracked files)
-    resume: str = ""  # "auto" (out/last.pt, else the shipped weights), a checkpoint path, or "" for a fresh start
-    init_weights: str = ""  # start from a .safetensors weights file (e.g. the shipped model)
-    steps: int = 100_000  # total step count to reach (counted across resumes)
-    batch_size: int = 8
-    crop: int = 128
-    min_crop: int = 128  # crops are drawn from [min_crop, crop], rounded to 64, one size per batch
-    lr: float = 2e-4
-    lr_decay_at: int = 0  # step at which lr drops 10x (0: never)
-    aux_lr: float = 1e-3
-    clip_grad: float = 1.0
-    caption_dropout: float = 0.2
-    workers: int = 1
-    seed: int = 0
-    val_every: int = 500
-    val_images: int = 12  # held out of the training pool (never Kodak)
-    ckpt_every: int = 250
-    threads: int = 0  # torch intra-op threads (0: torch default)
-    precision: Precision = "auto"  # g_a / g_s arithmetic; bfloat16 steps are 1.5x faster on CPUs with AVX512-BF16
-    ema_decay: float = 0.999  # exponential moving average of the weights, validated and exported (0: none)
-    minutes: float = 0  # stop (with a checkpoint) after this much training wall time; 0: run to `steps`
-    adapter: bool = False  # train only the encoder side (for a new text embedder)
-    embedder: str = "minilm"  # name of the text embedder whose vectors the model is trained on
-
-
 @dataclass(kw_only=True)
 class StageConfig:
-    """What every decoder-v2 training stage (training.distill, training.entropy_stage) shares: its run folder, data,
-    steps, validation, record and resume; each stage adds its own fields and may set other defaults."""
+    """What every training run shares (`selic train`'s TrainConfig, and decoder v2's stages training.distill and
+    training.entropy_stage): its run folder, data, steps, validation, record and resume; each adds its own fields
+    and may set other defaults."""
 
     out: str  # run folder: log.jsonl and last.pt
-    data: str = TrainConfig.data
+    data: str = "../shared/data/train"
     steps: int = 20_000  # total step count to reach (counted across resumes)
     batch_size: int = 2
     crop: int = 256
@@ -204,10 +173,33 @@ class StageConfig:
     clip_grad: float = 1.0
     ema_decay: float = 0.999  # weight average, validated beside the weights (0: none)
     val_every: int = 250
-    val_images: int = 12  # the main run's hold-out (never Kodak): the same photos, never trained on
+    val_images: int = 12  # held out of the training pool (never Kodak): the same photos in every run
     ckpt_every: int = 250
     threads: int = 0  # torch intra-op threads (0: torch default)
     seed: int = 0
     minutes: float = 0  # stop (with a checkpoint) after this much training wall time; 0: run to `steps`
     precision: Precision = "auto"  # g_a / g_s arithmetic: bfloat16 where it is native
-    resume: str = ""  # "auto": continue from out/last.pt when it exists
+    resume: str = ""  # "auto": continue from out/last.pt when it exists (TrainConfig: also a checkpoint path)
+
+
+@dataclass
+class TrainConfig(StageConfig):
+    """A training run; `selic train --config FILE.json` fills it, flags override single fields. The fields every
+    run has are StageConfig's; with --resume auto and no checkpoint yet, `selic train` starts from the shipped
+    weights."""
+
+    preset: str = "small"  # a preset name or a .json variant file (see config.preset)
+    captions: str = ""  # default: <data>/captions.tsv
+    out: str = "runs/selic-small"  # checkpoints and logs (keep it outside the repo's tracked files)
+    init_weights: str = ""  # start from a .safetensors weights file (e.g. the shipped model)
+    steps: int = 100_000  # total step count to reach (counted across resumes)
+    batch_size: int = 8
+    crop: int = 128
+    min_crop: int = 128  # crops are drawn from [min_crop, crop], rounded to 64, one size per batch
+    lr_decay_at: int = 0  # step at which lr drops 10x (0: never)
+    aux_lr: float = 1e-3
+    caption_dropout: float = 0.2
+    workers: int = 1
+    val_every: int = 500
+    adapter: bool = False  # train only the encoder side (for a new text embedder)
+    embedder: str = "minilm"  # name of the text embedder whose vectors the model is trained on

@@ -17,7 +17,7 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel
 from tqdm import tqdm
 
-from ..config import TrainConfig
+from ..config import StageConfig
 from ..model import Architecture
 from ..precision import machine_kind
 from . import checkpoint
@@ -26,12 +26,12 @@ from .optim import Optimizers
 LOG_EVERY = 50  # steps between log.jsonl lines
 
 
-def last_checkpoint(cfg: TrainConfig) -> Path:
+def last_checkpoint(cfg: StageConfig) -> Path:
     """The checkpoint every session rewrites, and the one `--resume auto` resumes."""
     return Path(cfg.out) / "last.pt"
 
 
-def open_stage(cfg: Any) -> dict[str, Any] | None:
+def open_stage(cfg: StageConfig) -> dict[str, Any] | None:
     """The start of a training stage (distill, entropy_stage): threads and seed set from cfg; returns last.pt's
     contents when cfg.resume is "auto" and it exists (None: a fresh start)."""
     if cfg.threads:
@@ -45,7 +45,7 @@ class RunRecord:
     """One session of a run: opening it logs the machine and config and starts the clock that `train_seconds`
     (carried across sessions in the checkpoint) and the rates count from."""
 
-    def __init__(self, cfg: TrainConfig, rank: int, world: int, step: int, train_seconds: float,
+    def __init__(self, cfg: StageConfig, rank: int, world: int, step: int, train_seconds: float,
                  precision: torch.dtype) -> None:
         self.cfg, self.rank, self.world = cfg, rank, world
         self.out_dir = Path(cfg.out)
