@@ -146,6 +146,9 @@ PRESETS: dict[str, ModelConfig] = {
     # 96 until 41,000.
     "small": ModelConfig(name="small", N=128, M=128, Nz=64, slices=4, charm_hidden=64, text_dim=384),
 }
+# Decoder v2 in development (issue 31): small's encoder side and latent, v2's entropy model and light g_s. Its
+# training starts from its stages (training.assemble), then `selic train --preset small-v2` fine-tunes it jointly.
+PRESETS["small-v2"] = PRESETS["small"].replace(name="small-v2", architecture="selic-v2", v2=DecoderV2Config())
 
 
 def preset(name: str) -> ModelConfig:
