@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -77,6 +78,14 @@ def test_weight_average_is_validated_and_exported(dataset, tmp_path):
     export(ckpt, tmp_path / "raw.safetensors", "--raw")
     exported_raw, _ = load_weights(tmp_path / "raw.safetensors")
     assert torch.equal(exported_raw.state_dict()["g_s.0.conv1.weight"], raw)
+    log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    validations = [row for row in log if "val" in row]
+    assert [row["step"] for row in validations] == [2, 3] and validations[1]["train_seconds"] > 0
+    for row in validations:
+        for results in (row["val"], row["val_ema"]):
+            assert set(results) == {"q1", "q4", "q8"}
+            # the ceiling: g_s on the unquantized latent, beside the coded one
+            assert all(math.isfinite(r["ceiling_psnr"]) and math.isfinite(r["psnr"]) for r in results.values())
     with pytest.raises(ValueError, match="ema_decay"):
         train(config(dataset, tmp_path / "bad", ema_decay=1.5))
 
@@ -199,8 +208,11 @@ def test_gpu_burst_trains_on_cpu_from_a_packed_dataset(dataset, tmp_path, monkey
     """The burst's data pack and training config, run here on the CPU (tiny preset, small crops)."""
     import dataclasses
 
-    from selic_engine.training.burst import burst_config, device_command, pack_data, train_args
+    from selic_engine.config import preset
+    from selic_engine.model import build_model
+    from selic_engine.training.burst import burst_config, device_command, pack_data, pack_init, train_args
     from selic_engine.training.data import list_images, split_holdout
+    from selic_engine.weights.files import read_metadata, save_weights
 
     packed = tmp_path / "data"
     assert pack_data(dataset, packed, max_side=96, holdout=2) > 0
@@ -208,13 +220,20 @@ def test_gpu_burst_trains_on_cpu_from_a_packed_dataset(dataset, tmp_path, monkey
     assert len(list_images(packed)) == 6 and not {str(Path(p).with_suffix(".jpg")) for p in held} & set(
         list_images(packed))  # the validation hold-out never travels
     assert all(max(Image.open(packed / p).size) <= 96 for p in list_images(packed))
-    cfg = burst_config(str(packed), str(tmp_path / "run"), minutes=0.05, preset=str(dataset / "tiny.json"))
+    init = tmp_path / "init.safetensors"
+    save_weights(build_model(preset(str(dataset / "tiny.json"))), tmp_path / "tiny.safetensors",
+                 {"step": "7", "train_seconds": "9"})
+    assert 0 < pack_init(tmp_path / "tiny.safetensors", init) < (tmp_path / "tiny.safetensors").stat().st_size
+    assert read_metadata(init)["storage"] == "float16" and read_metadata(init)["step"] == "7"
+    cfg = burst_config(str(packed), str(tmp_path / "run"), minutes=0.05, preset=str(dataset / "tiny.json"),
+                       init_weights=str(init))
     assert train_config(*train_args(cfg)) == cfg  # the command line carries exactly this config
     command = device_command()
     assert "--batch-size=16" in command and "--crop=256" in command and "--minutes=9.0" in command
+    assert "--preset=small-v2" in command and "--init-weights=.burst/init.safetensors" in command
     cfg = dataclasses.replace(cfg, batch_size=2, crop=64, min_crop=64, workers=0, threads=1)
     state = checkpoint.load(train(cfg))
-    assert state["step"] >= 1 and "ema" in state
+    assert state["step"] >= 8 and "ema" in state  # it continues the packed weights' steps
 
 
 def test_a_non_finite_batch_is_skipped_not_learned(dataset, tmp_path, monkeypatch):

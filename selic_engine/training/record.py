@@ -92,11 +92,12 @@ class RunRecord:
 
     def validated(self, step: int, results: dict[str, dict[str, dict[str, float]]]) -> None:
         """Log validation results (see validation.validate_run) and show them under the bar."""
-        self._write({"step": step, **results, "time": time.time()})
+        self._write({"step": step, **results, "train_seconds": self.train_seconds(), "time": time.time()})
         for key, rows in results.items():
             if rows:
-                self.bar.write(f"step {step} {key} " + " ".join(f"{k}: {r['bpp']:.3f} bpp {r['psnr']:.2f} dB"
-                                                               for k, r in rows.items()))
+                self.bar.write(f"step {step} {key} " + " ".join(
+                    f"{k}: {r['bpp']:.3f} bpp {r['psnr']:.2f} dB (ceiling {r['ceiling_psnr']:.2f})"
+                    for k, r in rows.items()))
 
     def save(self, step: int, model: Architecture, optimizers: Optimizers, average: AveragedModel | None) -> None:
         """Write last.pt: everything an exact resume needs. Non-finite weights are refused, keeping the previous

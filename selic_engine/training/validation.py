@@ -36,18 +36,24 @@ def psnr(x_hat: torch.Tensor, x: torch.Tensor) -> float:
 
 @torch.no_grad()
 def validate(model: Architecture, images: list[torch.Tensor]) -> dict[str, dict[str, float]]:
-    """Estimated bpp (rounded latents, model likelihoods) and PSNR on held-out images, per quality."""
+    """Estimated bpp (rounded latents, model likelihoods) and PSNR on held-out images, per quality, and the
+    transforms' ceiling: the PSNR of g_s on the unquantized latent (issue 31 steers by how fast it rises)."""
     model.eval()
     autocast, model.transform_autocast = model.transform_autocast, None  # measure what the codec will do
     result = {}
     for q in VAL_QUALITIES:
-        bpps, psnrs = [], []
+        quality = torch.full((1,), q)
+        bpps, psnrs, ceilings = [], [], []
         for x in images:
-            out = model(x, torch.full((1,), q))
-            _, bpp, mse = rd_loss(out, x, torch.zeros(1))
+            y = model.analyze(x, quality, None, None)
+            out = model.latent_codec(y)
+            x_hat = model.synthesize(out["y_hat"], quality)
+            _, bpp, mse = rd_loss({"x_hat": x_hat, "likelihoods": out["likelihoods"]}, x, torch.zeros(1))
             bpps.append(bpp.item())
-            psnrs.append(psnr(out["x_hat"], x))
-        result[f"q{q:g}"] = {"bpp": sum(bpps) / len(bpps), "psnr": sum(psnrs) / len(psnrs)}
+            psnrs.append(psnr(x_hat, x))
+            ceilings.append(psnr(model.synthesize(y, quality), x))
+        result[f"q{q:g}"] = {"bpp": sum(bpps) / len(bpps), "psnr": sum(psnrs) / len(psnrs),
+                             "ceiling_psnr": sum(ceilings) / len(ceilings)}
     model.transform_autocast = autocast
     model.train()
     return result
