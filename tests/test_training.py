@@ -14,7 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
-from selic_engine.config import TrainConfig
+from selic_engine.config import ModelConfig, TrainConfig
 from selic_engine.testing import TINY
 from selic_engine.training import checkpoint
 from selic_engine.training.averaging import weight_average
@@ -190,6 +190,33 @@ def test_widening_keeps_what_the_narrow_model_computes():
         assert torch.allclose(a["likelihoods"][k], b["likelihoods"][k], atol=1e-6)
     with pytest.raises(ValueError, match="only N"):
         widen(model, narrow.replace(Nz=8))
+
+
+def test_widening_decoder_v2_keeps_what_it_computes():
+    """Decoder v2's g_a (N) and light g_s (its widths) widen function-preservingly; its entropy model may not."""
+    from selic_engine.config import DecoderV2Config, ElicConfig
+    from selic_engine.model import build_model
+    from selic_engine.training.widen import widen, widenable
+
+    from .test_selic_v2 import TINY_V2
+
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(**{**TINY, "architecture": "selic-v2", "v2": TINY_V2})).eval()
+    for p in model.parameters():  # move away from the init, so that copied and fresh values differ
+        p.data.add_(0.05 * torch.randn_like(p))
+    wide_cfg = model.config.replace(N=24, v2=DecoderV2Config(TINY_V2.entropy, (40, 24, 16, 12)))
+    assert widenable(model.config, wide_cfg)
+    assert not widenable(model.config, model.config.replace(v2=DecoderV2Config(TINY_V2.entropy, (32, 16, 16, 4))))
+    assert not widenable(model.config, model.config.replace(v2=DecoderV2Config(ElicConfig(TINY_V2.entropy.groups,
+                                                                                          Nz=24), (32, 16, 16, 8))))
+    wide = widen(model, wide_cfg).eval()
+    assert wide.g_s[0].conv1.weight.shape[0] == 40 and wide.g_a[0].conv1.weight.shape[0] == 24
+    x, q = torch.rand(2, 3, 64, 64), torch.tensor([2.0, 7.0])
+    with torch.no_grad():
+        a, b = model(x, q), wide(x, q)
+    assert torch.allclose(a["x_hat"], b["x_hat"], atol=1e-5)
+    for k in a["likelihoods"]:
+        assert torch.allclose(a["likelihoods"][k], b["likelihoods"][k], atol=1e-6)
 
 
 def test_training_a_wider_preset_starts_from_narrower_weights(dataset, tmp_path):

@@ -1,4 +1,5 @@
-"""Function-preserving widening (Net2Net-style) of a trained model to a larger N.
+"""Function-preserving widening (Net2Net-style) of a trained model to a larger N, or (decoder v2) wider light-g_s
+channels.
 
 Training is slow on a CPU, so a wider model should start from what the narrower one learned
 rather than from scratch. The wider model gets the trained weights in the leading slice of every
@@ -19,8 +20,15 @@ from ..model import Architecture, build_model
 
 
 def widenable(old: ModelConfig, new: ModelConfig) -> bool:
-    """Only N (the width of g_a, g_s, h_a and h_s) may grow; everything else must match."""
-    return new.N >= old.N and dataclasses.replace(old, N=new.N, name=new.name) == new
+    """Only widths may grow: N (v1's g_a, g_s, h_a and h_s; v2's g_a) and decoder v2's light-g_s channels;
+    everything else must match."""
+    v2 = old.v2
+    if v2 is not None and new.v2 is not None:
+        old_widths, new_widths = v2.synthesis_widths, new.v2.synthesis_widths
+        if len(new_widths) != len(old_widths) or any(n < o for n, o in zip(new_widths, old_widths, strict=True)):
+            return False
+        v2 = dataclasses.replace(v2, synthesis_widths=new_widths)
+    return new.N >= old.N and dataclasses.replace(old, N=new.N, name=new.name, v2=v2) == new
 
 
 def _leading(shape: torch.Size) -> tuple[slice, ...]:
@@ -30,7 +38,7 @@ def _leading(shape: torch.Size) -> tuple[slice, ...]:
 def widen(model: Architecture, config: ModelConfig, seed: int = 0) -> Architecture:
     """A model of `config` (wider N) that computes what `model` computes."""
     if not widenable(model.config, config):
-        raise ValueError(f"cannot widen {model.config} to {config}: only N may grow")
+        raise ValueError(f"cannot widen {model.config} to {config}: only N and v2's synthesis widths may grow")
     with torch.random.fork_rng(devices=[]):  # seeded fresh units, without resetting the caller's RNG
         torch.manual_seed(seed)
         wide = build_model(config)
@@ -43,11 +51,20 @@ def widen(model: Architecture, config: ModelConfig, seed: int = 0) -> Architectu
         else:
             state[key] = state[key].clone()
             state[key][_leading(value.shape)] = value
+    # A residual block whose input and output were equally wide had no 1x1 skip (compressai's ResidualBlock adds
+    # the input itself); widened unequally it has one, which starts as that identity on the old channels.
+    for name, module in wide.named_modules():
+        key = f"{name}.skip.weight"
+        if isinstance(getattr(module, "skip", None), nn.Conv2d) and key not in old_state:
+            width = old_state[f"{name}.conv1.weight"].shape[1]
+            state[key][:width] = 0
+            state[key][:width, :width, 0, 0] = torch.eye(width)
+            state[f"{name}.skip.bias"][:width] = 0
     # Cut every path from a new unit into an old one: the old units then compute what they did.
     for name, module in wide.named_modules():
-        if not isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
-            continue
         key = f"{name}.weight"
+        if not isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)) or key not in old_state:
+            continue
         old: Tensor = old_state[key]
         w = state[key]
         if w.shape == old.shape:
