@@ -16,6 +16,8 @@ Cold start: a fresh process that decodes one 64x64 file, beside a fresh process 
 timed from its start to its exit with its peak RSS (what a script, a CLI call or a new worker pays once).
 
     python -m benchmarks.speed [--model small|PATH] [--images N] [--repeats R] [--large 4000x3000]
+    python -m benchmarks.speed --versus V2.safetensors ...  # also another model's idle paths and large image, in the
+                                                            # same run, with its decode time against --model's
     python -m benchmarks.speed --cold-start --threads 1    # only the cold start, into the existing speed.json
 """
 
@@ -413,6 +415,11 @@ def configs(args: argparse.Namespace, devices: list[str]) -> list[dict[str, Any]
             out.append({**base, "device": device, "pool": args.threads or 2})
         if not args.no_large:
             out.append({**base, "device": device, "size": "large", "repeats": args.large_repeats})
+        if args.versus:  # the same idle decodes of the other model, measured in this run (issue 31's speed target)
+            other = {**base, "device": device, "model": args.versus}
+            out += [{**other, "path": path} for path in paths if path != "before"]
+            if not args.no_large:
+                out.append({**other, "size": "large", "repeats": args.large_repeats})
     return out
 
 
@@ -457,7 +464,7 @@ def runs_markdown(results: dict[str, Any]) -> list[str]:
     for r in results["runs"]:
         what = "Kodak 768x512" if r["size"] == "kodak" else f"{r['large'][0]}x{r['large'][1]}"
         sem = SEMANTIC_PATHS[r["semantic"]]
-        head = [r["device"], what, r["path"], r["load"], sem]
+        head = [r["device"], Path(r["model"]).stem, what, r["path"], r["load"], sem]
         if "error" in r:
             rows.append([*head, "error: " + r["error"], "", "", "", "", ""])
         elif r.get("stages"):
@@ -468,7 +475,7 @@ def runs_markdown(results: dict[str, Any]) -> list[str]:
         else:
             rows.append([*head, r["encode_median_s"], r["decode_median_s"], r["encode_s_per_mpix"],
                          r["rss_after_model_load_mib"], r["peak_rss_mib"], r.get("cuda_peak_allocated_mib")])
-    lines.append(md_table(["device", "image", "path", "load", "semantic path", "encode (s, median)",
+    lines.append(md_table(["device", "model", "image", "path", "load", "semantic path", "encode (s, median)",
                            "decode (s, median)", "encode s/MPix", "RSS after model load (MiB)", "peak RSS (MiB)",
                            "CUDA peak alloc (MiB)"], rows, digits=2))
     if stages:
@@ -498,15 +505,36 @@ def runs_markdown(results: dict[str, Any]) -> list[str]:
         lines += ["", "Throughput, decoding Kodak files (path auto):", "",
                   md_table(["device", "images", "one decoder: threads", "images/s", "pool of 1-thread decoders",
                             "images/s"], pools, digits=2)]
+    if "versus_model" in results:
+        lines += ["", *versus_markdown(results)]
     if not results.get("cuda_timed"):
         lines += ["", f"GPU: not timed ({results.get('cuda_note')})."]
     return lines
+
+
+def versus_markdown(results: dict[str, Any]) -> list[str]:
+    """--versus: each idle, caption=False decode of the other model against --model's on the same path and image,
+    from the same run."""
+    base, other = results["options"]["model"], results["options"]["versus"]
+    st = results["versus_model"]
+    timed = {(r["model"], r["device"], r["size"], r["path"]): r["decode_median_s"] for r in results["runs"]
+             if "decode_median_s" in r and r["load"] == "idle" and r["semantic"] is False}
+    rows = [[device, "Kodak 768x512" if size == "kodak" else "large", path, timed[(base, device, size, path)],
+             seconds, seconds / timed[(base, device, size, path)]]
+            for (model, device, size, path), seconds in timed.items()
+            if model == other and (base, device, size, path) in timed]
+    return [f"Against `{st['weights_file']}` (id {st['model_id']}, config {st['config']['name']}, architecture "
+            f"{st['config']['architecture']}): {st['decoder_parameters'] / 1e6:.2f} M parameters needed to decode. "
+            "Decode medians, idle, caption=False:", "",
+            md_table(["device", "image", "path", f"{Path(base).stem} (s)", f"{Path(other).stem} (s)", "ratio"], rows,
+                     digits=3)]
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--worker", help=argparse.SUPPRESS)
     p.add_argument("--model", default="small", help="selic preset name or a .safetensors path")
+    p.add_argument("--versus", default="", help="another model (preset or path) whose decodes are timed beside")
     p.add_argument("--images", type=int, default=0, help="first N Kodak images (default all 24)")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--large", default="6000x4000", help="size of the large test image (24 MP)")
@@ -557,6 +585,8 @@ def main(argv: list[str] | None = None) -> None:
                "cuda_timed": any(d.startswith("cuda") for d in devices),
                "cuda_note": "timed" if cuda else "CUDA is not available on this machine", "runs": runs,
                "cold_start": cold_start(args.model, args.repeats, args.threads)}
+    if args.versus:
+        results["versus_model"] = model_stats(args.versus)
     write(results, args.out)
     failed = [r for r in runs if "error" in r]
     if failed:

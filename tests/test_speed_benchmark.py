@@ -37,3 +37,22 @@ def test_cold_start_measures_a_fresh_process_and_renders_alone():
     text = markdown({"benchmark": "speed", "cold_start": {"machine": machine(), "model": "small", "threads": 1,
                                                           "repeats": 3, "rows": rows}})
     assert "| decode a 64x64 file | 2.50 | 950.00 |" in text and "adds 1.00 s and 100 MiB" in text
+
+
+def test_versus_times_the_other_models_idle_decodes_in_the_same_run():
+    """--versus V2: the other model's idle paths and large image join the run, and its decodes are set against
+    --model's on the same path (issue 31: v2 against v1, same machine, same run)."""
+    from benchmarks.speed import configs, parse_args, versus_markdown
+
+    args = parse_args(["--versus", "/w/v2.safetensors", "--devices", "cpu"])
+    runs = configs(args, ["cpu"])
+    other = [c for c in runs if c["model"] == "/w/v2.safetensors"]
+    assert other and all(c["load"] == "idle" and c["path"] != "before" for c in other)
+    assert {c["size"] for c in other} == {"kodak", "large"}
+    timed = [{**c, "decode_median_s": 1.0 if c["model"] == "small" else 0.25} for c in runs
+             if c["load"] == "idle" and c["semantic"] is False and not c.get("stages") and not c.get("pool")]
+    stats = {"weights_file": "v2.safetensors", "model_id": "0" * 16, "decoder_parameters": 1e6,
+             "config": {"name": "small-v2", "architecture": "selic-v2"}}
+    text = "\n".join(versus_markdown({"options": vars(args), "versus_model": stats, "runs": timed}))
+    assert "| cpu | Kodak 768x512 | float32 | 1.000 | 0.250 | 0.250 |" in text
+    assert "| cpu | large | auto | 1.000 | 0.250 | 0.250 |" in text
