@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from selic_engine.config import ElicConfig, elic_groups
-from selic_engine.entropy.elic import anchors
+from selic_engine.entropy.elic import CheckerboardGroups, anchors
 from selic_engine.errors import DesyncError
 from selic_engine.model.selic_v2 import elic_latent_codec
 
@@ -64,6 +64,21 @@ def test_round_trip_is_exact_and_the_estimate_matches_the_stream():
     assert (y_hat - y.double()).abs().max() <= 0.5 + 1e-9
     real = 8 * (len(coded.y_stream) + len(coded.z_stream))
     assert abs(real - estimated_bits(codec, y)) < 0.05 * real
+
+
+def test_a_latent_wider_than_the_column_windows_decodes_to_the_whole_bands_values():
+    """Outside training the context nets run in windows of NET_WINDOW_COLUMNS latent columns (bounded memory on a
+    wide image); across three windows and a ragged last one, the decoder's values are still the whole band's."""
+    codec, _ = tiny_codec(3)
+    width = 2 * CheckerboardGroups.NET_WINDOW_COLUMNS + 40
+    y = 6 * torch.randn(1, 32, 4, width)
+    coded = codec.compress(y, band_rows=64)
+    y_hat, digest = codec.decompress(coded.z_stream, coded.y_stream, coded.z_shape, 64, torch.float64)
+    assert digest == coded.symbol_hash
+    codec.context.train()  # the whole band at once, as the training pass runs it
+    with torch.no_grad():
+        expected = codec.context(y.double(), codec.h_s(codec.decompress_side(coded.z_stream, coded.z_shape)))[0]
+    assert torch.equal(y_hat, expected)
 
 
 def test_bands_round_trip_and_repeat_exactly():
