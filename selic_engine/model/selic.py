@@ -97,8 +97,11 @@ class SelicModel(Architecture):
         embedding: Tensor | None = None,
         has_caption: Tensor | None = None,
     ) -> dict[str, object]:
-        out = self.latent_codec(self.analyze(x, quality, embedding, has_caption))
-        return {"x_hat": self.synthesize(out["y_hat"], quality), "likelihoods": out["likelihoods"]}
+        """The training pass: x_hat from the rounded latent, the likelihoods for the rate, and y, the unquantized
+        latent (validation measures the transforms' ceiling on it)."""
+        y = self.analyze(x, quality, embedding, has_caption)
+        out = self.latent_codec(y)
+        return {"x_hat": self.synthesize(out["y_hat"], quality), "likelihoods": out["likelihoods"], "y": y}
 
     # --- coding -------------------------------------------------------------------------------
 

@@ -45,13 +45,11 @@ def validate(model: Architecture, images: list[torch.Tensor]) -> dict[str, dict[
         quality = torch.full((1,), q)
         bpps, psnrs, ceilings = [], [], []
         for x in images:
-            y = model.analyze(x, quality, None, None)
-            out = model.latent_codec(y)
-            x_hat = model.synthesize(out["y_hat"], quality)
-            _, bpp, mse = rd_loss({"x_hat": x_hat, "likelihoods": out["likelihoods"]}, x, torch.zeros(1))
+            out = model(x, quality)
+            _, bpp, mse = rd_loss(out, x, torch.zeros(1))
             bpps.append(bpp.item())
-            psnrs.append(psnr(x_hat, x))
-            ceilings.append(psnr(model.synthesize(y, quality), x))
+            psnrs.append(psnr(out["x_hat"], x))
+            ceilings.append(psnr(model.synthesize(out["y"], quality), x))
         result[f"q{q:g}"] = {"bpp": sum(bpps) / len(bpps), "psnr": sum(psnrs) / len(psnrs),
                              "ceiling_psnr": sum(ceilings) / len(ceilings)}
     model.transform_autocast = autocast
