@@ -5,7 +5,9 @@ stages on conftest's generated `dataset`)."""
 from __future__ import annotations
 
 import json
+import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -16,6 +18,7 @@ from selic_engine.training.averaging import averaged_weights
 from selic_engine.training.loop import train
 from selic_engine.weights.files import load_weights, read_metadata, save_weights
 
+from .conftest import resumes_exactly
 from .test_training import config
 
 TINY_V2 = {"groups": [4, 4, 8, 16], "Nz": 8, "hyper_hidden": 8, "param_hidden": 8, "context_hidden": 8}
@@ -75,3 +78,48 @@ def test_stages_from_another_v1_or_shape_are_refused(stages):
         assemble.assemble(v1, "0" * 16, entropy_state, synthesis_state, str(preset))
     with pytest.raises(ValueError, match="not preset"):
         assemble.assemble(v1, v1_id, entropy_state, {**synthesis_state, "widths": [16, 16, 8, 4]}, str(preset))
+
+
+def test_a_v2_models_own_g_s_trains_on_its_cached_crops_and_goes_back_into_it(stages, dataset, tmp_path):
+    """The synthesis stage with --init teacher --cache-crops: the student starts as the v2 model's g_s, every crop is
+    coded once, a resumed run gives the straight run's weights, and assemble --base swaps only g_s."""
+    v1_path, entropy, synthesis, preset = stages
+    base = tmp_path / "v2.safetensors"
+    assemble.main(["--v1", str(v1_path), "--entropy", str(entropy), "--synthesis", str(synthesis),
+                   "--preset", str(preset), "-o", str(base)])
+    model, base_id = load_weights(base)
+
+    def run(out, steps, *flags):
+        return checkpoint.load(distill.distill(distill.parse_args([
+            "--teacher", str(base), "--init", "teacher", "--alpha", "0", "--cache-crops", "3", "--out",
+            str(tmp_path / out), "--data", str(dataset), "--steps", str(steps), "--batch-size", "2", "--crop", "64",
+            "--val-every", "3", "--val-images", "2", "--ckpt-every", "1", "--threads", "1", *flags])))
+
+    two, resumed = resumes_exactly(run, ("student", "ema"))
+    assert resumed["widths"] == WIDTHS and resumed["teacher_id"] == base_id
+    cache = tmp_path / "b" / "crops"
+    assert sorted(p.name for p in cache.glob("*.npy")) == ["filled.npy", "g_s_input.npy", "photo.npy"]  # alpha 0
+    assert np.load(cache / "photo.npy").dtype == np.uint8 and np.load(cache / "filled.npy").sum() <= 3
+    log = [json.loads(line) for line in (tmp_path / "b" / "log.jsonl").read_text().splitlines()]
+    validation = [row for row in log if "val" in row][-1]
+    for r in validation["val"].values():  # the reference is the base's own g_s on the same latents
+        assert math.isfinite(r["psnr"]) and math.isfinite(r["teacher_psnr"])
+    assert validation["macs_vs_teacher"] == 1.0
+
+    out = tmp_path / "v2-gs.safetensors"
+    assemble.main(["--base", str(base), "--synthesis", str(tmp_path / "b" / "last.pt"), "-o", str(out)])
+    swapped, _ = load_weights(out)
+    student = averaged_weights(resumed["ema"])
+    for key, value in swapped.state_dict().items():
+        if key.startswith("g_s."):
+            assert torch.equal(value, student[key.removeprefix("g_s.")]), key
+        else:
+            assert torch.equal(value, model.state_dict()[key]), key
+    meta = read_metadata(out)
+    assert meta["step"] == read_metadata(base)["step"] and float(meta["train_seconds"]) == resumed["train_seconds"]
+    assert json.loads(meta["assembled_from"])["base"]["model_id"] == base_id
+
+    with pytest.raises(ValueError, match="learned from decoder"):
+        assemble.with_synthesis(swapped, "0" * 16, resumed)
+    with pytest.raises(ValueError, match="selic-v2"):  # v1's g_s is not a light one to train on
+        run("c", 1, "--teacher", str(v1_path))

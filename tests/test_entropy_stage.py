@@ -59,15 +59,3 @@ def test_stage_caches_latents_resumes_exactly_and_reports_against_v1(dataset, tm
     with pytest.raises(ValueError, match="another --out"):
         run("b", 4, "--resume", "auto", "--nz", "4")
 
-
-def test_cache_is_cleared_when_what_it_depends_on_changes(tmp_path):
-    shape = (2, 1, 1)
-    cache = entropy_stage.LatentCache(tmp_path, 3, shape, {"teacher_id": "x"})
-
-    def encode(i):
-        return torch.full(shape, float(i)), 2.0
-
-    y, q = cache.get([2, 0], encode)
-    assert y[:, 0, 0, 0].tolist() == [2.0, 0.0] and q.tolist() == [2.0, 2.0] and cache.cached() == 2
-    assert entropy_stage.LatentCache(tmp_path, 3, shape, {"teacher_id": "x"}).cached() == 2
-    assert entropy_stage.LatentCache(tmp_path, 3, shape, {"teacher_id": "y"}).cached() == 0

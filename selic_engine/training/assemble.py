@@ -5,8 +5,12 @@ model (training.entropy_stage) and stage 1's light g_s (training.distill), each 
 the stage kept one. The result is written as float32 weights of preset small-v2, recording what it was built from;
 `selic train --preset small-v2 --init-weights FILE` then fine-tunes it jointly (its own step count starts at 0).
 
+With --base, a selic-v2 model instead gets the light g_s that training.distill --init teacher trained further on its
+own frozen latents; everything else, and its step count, stay the base's, and its training seconds add the stage's.
+
     python -m selic_engine.training.assemble --v1 V1.safetensors --entropy RUN/last.pt --synthesis RUN/last.pt \\
         -o V2.safetensors
+    python -m selic_engine.training.assemble --base V2.safetensors --synthesis RUN/last.pt -o V2-gs.safetensors
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import torch
 
 from ..config import DecoderV2Config, ElicConfig, preset
 from ..model import Architecture, build_model
-from ..weights.files import load_weights, save_weights
+from ..weights.files import load_weights, read_metadata, save_weights
 from . import checkpoint
 from .averaging import averaged_weights
 
@@ -38,13 +42,18 @@ def stage_weights(state: dict[str, Any], key: str) -> dict[str, torch.Tensor]:
     return weights
 
 
+def learned_from(name: str, state: dict[str, Any], model_id: str) -> None:
+    """Refuse a stage that learned from another model's latents than the one it is put together with."""
+    if state["teacher_id"] != model_id:
+        raise ValueError(f"the {name} stage learned from decoder {state['teacher_id']}'s latents, not {model_id}'s")
+
+
 def assemble(v1: Architecture, v1_id: str, entropy: dict[str, Any], synthesis: dict[str, Any],
              preset_name: str = PRESET) -> Architecture:
     """The model of preset_name (a selic-v2 preset) from v1's encoder side and the two stages' modules; both
     stages must have learned from v1's latents (their teacher id) and have the preset's shapes."""
     for name, state in (("entropy", entropy), ("synthesis", synthesis)):
-        if state["teacher_id"] != v1_id:
-            raise ValueError(f"the {name} stage learned from decoder {state['teacher_id']}'s latents, not {v1_id}'s")
+        learned_from(name, state, v1_id)
     elic = json.loads(entropy["elic_config"])
     stages = DecoderV2Config(ElicConfig(**{**elic, "groups": tuple(elic["groups"])}), tuple(synthesis["widths"]))
     config = preset(preset_name)
@@ -60,24 +69,49 @@ def assemble(v1: Architecture, v1_id: str, entropy: dict[str, Any], synthesis: d
     return model.eval()
 
 
+def with_synthesis(base: Architecture, base_id: str, synthesis: dict[str, Any]) -> Architecture:
+    """base (a selic-v2 model) with the light g_s of a synthesis stage trained on base's own latents."""
+    learned_from("synthesis", synthesis, base_id)
+    if base.config.v2 is None or tuple(synthesis["widths"]) != base.config.v2.synthesis_widths:
+        raise ValueError(f"the synthesis stage trains widths {synthesis['widths']}, not {base.config.name}'s g_s")
+    base.g_s.load_state_dict(stage_weights(synthesis, "student"))  # strict
+    return base.eval()
+
+
 def main(argv: list[str] | None = None) -> Path:
     p = argparse.ArgumentParser(prog="python -m selic_engine.training.assemble",
                                 description="Assemble decoder v2 from its stages (issue 31) for the joint fine-tune.")
-    p.add_argument("--v1", required=True, help="decoder v1 weights whose latents the stages learned from")
-    p.add_argument("--entropy", required=True, help="stage 2's checkpoint (training.entropy_stage's last.pt)")
-    p.add_argument("--synthesis", required=True, help="stage 1's checkpoint (training.distill's last.pt)")
+    p.add_argument("--v1", help="decoder v1 weights whose latents the stages learned from")
+    p.add_argument("--entropy", help="stage 2's checkpoint (training.entropy_stage's last.pt)")
+    p.add_argument("--base", help="instead of --v1 and --entropy: the selic-v2 weights whose g_s --synthesis trained")
+    p.add_argument("--synthesis", required=True, help="the synthesis stage's checkpoint (training.distill's last.pt)")
     p.add_argument("--preset", default=PRESET, help=f"the selic-v2 preset to build (default {PRESET})")
     p.add_argument("-o", "--out", required=True, help="the weights to write (.safetensors)")
     args = p.parse_args(argv)
-    v1, v1_id = load_weights(Path(args.v1))
-    entropy, synthesis = checkpoint.load(Path(args.entropy)), checkpoint.load(Path(args.synthesis))
-    model = assemble(v1, v1_id, entropy, synthesis, args.preset)
-    history = {name: {"checkpoint": path, "step": state["step"], "train_seconds": state["train_seconds"]}
-               for name, path, state in (("entropy", args.entropy, entropy), ("synthesis", args.synthesis, synthesis))}
+    if (args.base is None) == (args.v1 is None or args.entropy is None):
+        p.error("give --v1 and --entropy, or --base")
+    synthesis = checkpoint.load(Path(args.synthesis))
+    history = {"synthesis": stage_history(args.synthesis, synthesis)}
+    if args.base:
+        base, base_id = load_weights(Path(args.base))
+        model, meta = with_synthesis(base, base_id, synthesis), read_metadata(Path(args.base))
+        history["base"] = {"weights": args.base, "model_id": base_id, "step": meta.get("step", "0")}
+        step, seconds = meta.get("step", "0"), float(meta.get("train_seconds", 0)) + synthesis["train_seconds"]
+    else:
+        v1, v1_id = load_weights(Path(args.v1))
+        entropy = checkpoint.load(Path(args.entropy))
+        model = assemble(v1, v1_id, entropy, synthesis, args.preset)
+        history.update(v1={"weights": args.v1, "model_id": v1_id}, entropy=stage_history(args.entropy, entropy))
+        step, seconds = "0", 0
     out = Path(args.out)
-    save_weights(model, out, {"step": "0", "train_seconds": "0", "assembled_from": json.dumps(
-        {"v1": {"weights": args.v1, "model_id": v1_id}, **history})})
+    save_weights(model, out, {"step": str(step), "train_seconds": str(seconds),
+                              "assembled_from": json.dumps(history)})
     return out
+
+
+def stage_history(path: str, state: dict[str, Any]) -> dict[str, Any]:
+    """What the written file records of a stage it took a part from."""
+    return {"checkpoint": path, "step": state["step"], "train_seconds": state["train_seconds"]}
 
 
 if __name__ == "__main__":

@@ -1,8 +1,8 @@
 """Decoder v2, stage 2 (issue 31): the stronger entropy model (entropy.elic) trained on cached latents of decoder v1.
 
 With v1's g_a and fusion frozen (weights only read, no caption), a crop's latent never changes, so each training
-crop is encoded once, at a random quality, into a bounded on-disk cache in the run folder (float16 latents and
-their qualities, built lazily: entry i is crop i of the training stream, filled the first time a step draws it).
+crop is encoded once, at a random quality, into a bounded on-disk cache in the run folder (training.crop_cache:
+float16 latents and their qualities, filled the first time a step draws an entry).
 The new entropy model then trains on rate alone (-log2 likelihood of the noisy latent and its hyper-latent, per
 pixel) at a small fraction of a full step's cost: no g_a, no g_s, no image.
 
@@ -25,7 +25,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from numpy.lib.format import open_memmap
 from torch import Tensor, nn
 from torch.optim.swa_utils import AveragedModel
 
@@ -37,9 +36,10 @@ from ..precision import resolve
 from ..weights.files import load_weights
 from . import checkpoint
 from .averaging import weight_average
-from .data import CropStream, list_images, split_holdout
+from .crop_cache import CropCache, CropEntries
+from .data import list_images, split_holdout
 from .flags import add_flags, add_stage_flags, int_tuple
-from .loop import due, random_qualities
+from .loop import due
 from .loss import bits_per_pixel
 from .optim import FiniteSteps
 from .record import RunRecord, last_checkpoint, open_stage
@@ -65,59 +65,17 @@ class EntropyStageConfig(StageConfig):
         return ElicConfig(self.groups, self.nz, self.hyper_hidden, self.param_hidden, self.context_hidden)
 
 
-class LatentCache:
-    """v1's latents of the training crops, float16 with their qualities, in memory-mapped .npy files under
-    `folder`. Entry i is crop i of the stream (CropStream.batch(i) with one crop) at a quality drawn from a
-    generator seeded by i, so an entry is the same whenever and in whatever order it is filled, and a resumed run
-    reads what a straight run would have computed. `key` names what the entries depend on: another key clears
-    the cache."""
-
-    def __init__(self, folder: Path, count: int, shape: tuple[int, int, int], key: dict[str, object]) -> None:
-        folder.mkdir(parents=True, exist_ok=True)
-        meta = folder / "cache.json"
-        text = json.dumps({**key, "count": count, "shape": list(shape)}, sort_keys=True)
-        fresh = not meta.exists() or meta.read_text() != text
-        mode = "w+" if fresh else "r+"
-        self.latents = open_memmap(folder / "latents.npy", mode, np.float16, (count, *shape))
-        self.qualities = open_memmap(folder / "qualities.npy", mode, np.float32, (count,))
-        self.filled = open_memmap(folder / "filled.npy", mode, np.bool_, (count,))
-        if fresh:
-            self.filled[:] = False
-            self.filled.flush()
-            meta.write_text(text)  # last: a cache interrupted while being cleared is cleared again
-
-    def __len__(self) -> int:
-        return len(self.filled)
-
-    def cached(self) -> int:
-        return int(self.filled.sum())
-
-    def get(self, indices: list[int], encode: LatentEncoder) -> tuple[Tensor, Tensor]:
-        """(latents as float32 (B, M, h, w), qualities (B,)) of the entries, encoding the ones not cached yet."""
-        for i in indices:
-            if not self.filled[i]:
-                y, q = encode(i)
-                self.latents[i], self.qualities[i] = y.numpy().astype(np.float16), q
-                self.latents.flush()
-                self.qualities.flush()
-                self.filled[i] = True  # after its data is on disk
-                self.filled.flush()
-        return torch.from_numpy(self.latents[indices].astype(np.float32)), torch.from_numpy(self.qualities[indices])
-
-
 class LatentEncoder:
     """Entry i of the cache: v1's gained latent (no caption) of crop i at its quality, with that quality."""
 
-    def __init__(self, v1: Architecture, crops: CropStream, seed: int, dtype: torch.dtype) -> None:
-        self.v1, self.crops, self.seed, self.dtype = v1, crops, seed, dtype
+    def __init__(self, v1: Architecture, entries: CropEntries, dtype: torch.dtype) -> None:
+        self.v1, self.entries, self.dtype = v1, entries, dtype
 
     @torch.no_grad()
-    def __call__(self, i: int) -> tuple[Tensor, float]:
-        with torch.random.fork_rng():
-            torch.manual_seed(self.seed * 1_000_003 + i)
-            quality = random_qualities(1)
-        x = self.crops.batch(i)[0]
-        return self.v1.analyze(x, quality, None, None, self.dtype)[0].float(), quality.item()
+    def __call__(self, i: int) -> dict[str, np.ndarray]:
+        x, quality = self.entries(i)
+        y = self.v1.analyze(x, quality, None, None, self.dtype)[0].float()
+        return {"latents": y.numpy(), "qualities": quality.numpy()[0]}
 
 
 @dataclass
@@ -205,18 +163,18 @@ def train_entropy(cfg: EntropyStageConfig) -> Path:
     root = Path(cfg.data)
     train_paths, val_paths = split_holdout(list_images(root), cfg.val_images)
     side = cfg.crop // v1.geometry.latent_stride
-    cache = LatentCache(Path(cfg.out) / "latents", cfg.cache_crops, (M, side, side),
-                        {"teacher_id": teacher_id, "data": str(root.resolve()), "train": len(train_paths),
-                         "crop": cfg.crop, "seed": cfg.seed, "precision": str(dtype)})
-    encode = LatentEncoder(v1, CropStream(root, train_paths, {}, 1, cfg.crop, cfg.crop, 0.0, cfg.seed), cfg.seed,
-                           dtype)
+    cache = CropCache(Path(cfg.out) / "latents", cfg.cache_crops,
+                      {"latents": ((M, side, side), np.float16), "qualities": ((), np.float32)},
+                      {"teacher_id": teacher_id, "data": str(root.resolve()), "train": len(train_paths),
+                       "crop": cfg.crop, "seed": cfg.seed, "precision": str(dtype)})
+    encode = LatentEncoder(v1, CropEntries(root, train_paths, cfg.crop, cfg.seed), dtype)
     if state is not None:  # after everything that draws from the RNG while it is built
         checkpoint.set_rng_state(state["rng"])
     held_out = held_out_latents(v1, validation_images(root, val_paths)) if cfg.val_every else {}
     run = EntropyRecord(cfg, 0, 1, step, float(state["train_seconds"]) if state else 0.0, dtype)  # starts the clock
     pixels = cfg.crop * cfg.crop
     while step < cfg.steps and time.time() < run.deadline:
-        y, _ = cache.get(torch.randint(len(cache), (cfg.batch_size,)).tolist(), encode)
+        y = cache.get(cache.draw(cfg.batch_size), encode)["latents"].float()
         bpp = bits_per_pixel(codec(y)["likelihoods"], pixels).mean()
         steps.step(bpp, step)
         aux.zero_grad(set_to_none=True)
