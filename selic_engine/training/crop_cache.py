@@ -31,7 +31,12 @@ class CropEntries:
 
     def __init__(self, root: Path, paths: list[str], crop: int, seed: int) -> None:
         self.crops = CropStream(root, paths, {}, 1, crop, crop, 0.0, seed)
-        self.seed = seed
+        self.root, self.count, self.crop, self.seed = root, len(paths), crop, seed
+
+    def key(self, model_id: str, dtype: torch.dtype) -> dict[str, object]:
+        """What a cache of these entries depends on, beside its fields: the frozen model, the crops, the arithmetic."""
+        return {"teacher_id": model_id, "data": str(self.root.resolve()), "train": self.count, "crop": self.crop,
+                "seed": self.seed, "precision": str(dtype)}
 
     def __call__(self, i: int) -> tuple[Tensor, Tensor]:
         with torch.random.fork_rng():

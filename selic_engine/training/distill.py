@@ -139,19 +139,22 @@ class FreshLessons:
         x = next(self.crops)[0].to(device)
         return lesson(self.teacher, x, random_qualities(x.shape[0]), self.alpha, self.dtype)
 
+    def cached(self) -> None:
+        """No cache: nothing to log."""
+
 
 class CachedLessons:
     """Each step draws entries of a CropCache: float16 decoded latents (and teacher images), uint8 photos."""
 
     def __init__(self, teacher: Architecture, teacher_id: str, entries: CropEntries, cfg: DistillConfig,
-                 key: dict[str, object], dtype: torch.dtype) -> None:
+                 dtype: torch.dtype) -> None:
         self.teacher, self.entries, self.cfg, self.dtype = teacher, entries, cfg, dtype
         side, M = cfg.crop // teacher.geometry.latent_stride, teacher.config.M
         fields: dict[str, Field] = {"g_s_input": ((M, side, side), np.float16),
                                     "photo": ((3, cfg.crop, cfg.crop), np.uint8)}
         if cfg.alpha:
             fields["teacher"] = ((3, cfg.crop, cfg.crop), np.float16)
-        self.cache = CropCache(Path(cfg.out) / "crops", cfg.cache_crops, fields, {"teacher_id": teacher_id, **key})
+        self.cache = CropCache(Path(cfg.out) / "crops", cfg.cache_crops, fields, entries.key(teacher_id, dtype))
 
     def compute(self, i: int) -> dict[str, np.ndarray]:
         x, quality = self.entries(i)
@@ -164,6 +167,10 @@ class CachedLessons:
         got = self.cache.get(self.cache.draw(self.cfg.batch_size), self.compute)
         got["photo"] = got["photo"].float().div_(255)
         return {k: v.float().to(device) for k, v in got.items()}
+
+    def cached(self) -> int:
+        """The entries filled so far (the log shows the cache filling)."""
+        return self.cache.cached()
 
 
 def distill_loss(student: nn.Module, taught: dict[str, Tensor], alpha: float,
@@ -267,9 +274,7 @@ def distill(cfg: DistillConfig) -> Path:
     train_paths, val_paths = split_holdout(list_images(root), cfg.val_images)
     if cfg.cache_crops:
         lessons: FreshLessons | CachedLessons = CachedLessons(
-            teacher, teacher_id, CropEntries(root, train_paths, cfg.crop, cfg.seed), cfg,
-            {"data": str(root.resolve()), "train": len(train_paths), "crop": cfg.crop, "seed": cfg.seed,
-             "precision": str(dtype)}, dtype)
+            teacher, teacher_id, CropEntries(root, train_paths, cfg.crop, cfg.seed), cfg, dtype)
     else:
         lessons = FreshLessons(teacher, CropStream(root, train_paths, {}, cfg.batch_size, cfg.crop, cfg.crop, 0.0,
                                                    cfg.seed, step), cfg, dtype)
@@ -285,8 +290,7 @@ def distill(cfg: DistillConfig) -> Path:
         if average is not None:
             average.update_parameters(student)
         step += 1
-        run.distilled(step, loss, to_photo, to_teacher, steps.skipped,
-                      lessons.cache.cached() if isinstance(lessons, CachedLessons) else None)
+        run.distilled(step, loss, to_photo, to_teacher, steps.skipped, lessons.cached())
         if due(step, cfg.ckpt_every, cfg.steps):
             run.save_student(step, student, optimizer, average, teacher_id)
         if cfg.val_every and due(step, cfg.val_every, cfg.steps):

@@ -163,11 +163,11 @@ def train_entropy(cfg: EntropyStageConfig) -> Path:
     root = Path(cfg.data)
     train_paths, val_paths = split_holdout(list_images(root), cfg.val_images)
     side = cfg.crop // v1.geometry.latent_stride
+    entries = CropEntries(root, train_paths, cfg.crop, cfg.seed)
     cache = CropCache(Path(cfg.out) / "latents", cfg.cache_crops,
                       {"latents": ((M, side, side), np.float16), "qualities": ((), np.float32)},
-                      {"teacher_id": teacher_id, "data": str(root.resolve()), "train": len(train_paths),
-                       "crop": cfg.crop, "seed": cfg.seed, "precision": str(dtype)})
-    encode = LatentEncoder(v1, CropEntries(root, train_paths, cfg.crop, cfg.seed), dtype)
+                      entries.key(teacher_id, dtype))
+    encode = LatentEncoder(v1, entries, dtype)
     if state is not None:  # after everything that draws from the RNG while it is built
         checkpoint.set_rng_state(state["rng"])
     held_out = held_out_latents(v1, validation_images(root, val_paths)) if cfg.val_every else {}
