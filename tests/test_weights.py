@@ -52,3 +52,25 @@ def test_a_recorded_model_id_that_differs_from_the_tensors_is_refused(tiny_weigh
     save_file(state, str(forged), metadata={**meta, "model_id": "0" * 16})
     with pytest.raises(ValueError, match="does not match its tensors"):
         load_weights(forged)
+
+
+@pytest.mark.parametrize("architecture", ["selic-v1", "selic-v2"])
+def test_a_float16_file_keeps_the_likelihood_floor(architecture: str, tmp_path: Path):
+    """float16 stores compressai's likelihood floor (1e-9) as 0: the rate of an outlying latent was then
+    log2(0), infinite, and training from such a file (the shipped weights, the GPU burst's pack) went non-finite."""
+    from compressai.entropy_models import EntropyBottleneck, GaussianConditional
+
+    from selic_engine.weights.files import save_weights
+
+    from .test_selic_v2 import TINY_V2
+
+    model = build_tiny(**({"architecture": architecture, "v2": TINY_V2} if architecture == "selic-v2" else {}))
+    path = tmp_path / "half.safetensors"
+    save_weights(model, path, dtype=torch.float16)
+    loaded, _ = load_weights(path)
+    outlier = torch.full((1, 32, 2, 2), 1e4)
+    rates = [-torch.log2(m(outlier[:, :m.channels], training=False)[1]) for m in loaded.modules()
+             if isinstance(m, EntropyBottleneck)]
+    rates += [-torch.log2(m(outlier, torch.full_like(outlier, 0.2), training=False)[1]) for m in loaded.modules()
+              if isinstance(m, GaussianConditional)]
+    assert len(rates) == 2 and all(torch.isfinite(r).all() for r in rates)

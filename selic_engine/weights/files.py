@@ -82,6 +82,12 @@ def read_metadata(path: Path) -> dict[str, str]:
         return dict(f.metadata() or {})
 
 
+#: compressai's likelihood floor (1e-9), a buffer in every entropy model's state: a float16 file stores it as 0, and
+#: log2 of a zero likelihood made rate estimates and training from such a file (the shipped weights, the GPU burst's
+#: pack) infinite. No coded symbol depends on it, so loading keeps the value the model is built with.
+LIKELIHOOD_FLOOR = ".likelihood_lower_bound.bound"
+
+
 def load_weights(path: Path) -> tuple[Architecture, str]:
     """Returns (model in eval mode on the CPU, model id recomputed from the tensors).
 
@@ -97,7 +103,9 @@ def load_weights(path: Path) -> tuple[Architecture, str]:
     if recorded and recorded != mid:
         raise ValueError(f"{path}: model id in metadata ({recorded}) does not match its tensors ({mid})")
     model = build_model(config)
-    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+    built = model.state_dict()
+    model.load_state_dict({k: built[k] if k.endswith(LIKELIHOOD_FLOOR) else v.float() if v.is_floating_point() else v
+                           for k, v in state.items()})
     return model.eval(), mid
 
 
