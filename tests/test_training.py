@@ -231,36 +231,40 @@ def test_training_a_wider_preset_starts_from_narrower_weights(dataset, tmp_path)
     assert wide["model"]["g_s.0.conv1.weight"].shape[0] == 24
 
 
-def test_gpu_burst_trains_on_cpu_from_a_packed_dataset(dataset, tmp_path, monkeypatch):
-    """The burst's data pack and training config, run here on the CPU (tiny preset, small crops)."""
+def test_gpu_burst_trains_on_cpu_what_it_packed(dataset, tmp_path, monkeypatch):
+    """The burst's pack and the training its device command runs, here on the CPU (small crops): it continues the
+    packed weights with their own config. The command once named preset small-v2, which any other v2 variant
+    (the main run's wider g_s) cannot start from."""
     import dataclasses
+    import shlex
 
-    from selic_engine.config import preset
-    from selic_engine.model import build_model
-    from selic_engine.training.burst import burst_config, device_command, pack_data, pack_init, train_args
+    from selic_engine.testing import build_tiny
+    from selic_engine.training.burst import BURST_DIR, INIT, device_command, pack_data, pack_init, train_args
     from selic_engine.training.data import list_images, split_holdout
     from selic_engine.weights.files import read_metadata, save_weights
 
-    packed = tmp_path / "data"
+    from .test_selic_v2 import TINY_V2
+
+    monkeypatch.chdir(tmp_path)  # the command names .burst/ relative to the repository root
+    packed = BURST_DIR / "data"
     assert pack_data(dataset, packed, max_side=96, holdout=2) > 0
     _, held = split_holdout(list_images(dataset), 2)
     assert len(list_images(packed)) == 6 and not {str(Path(p).with_suffix(".jpg")) for p in held} & set(
         list_images(packed))  # the validation hold-out never travels
     assert all(max(Image.open(packed / p).size) <= 96 for p in list_images(packed))
-    init = tmp_path / "init.safetensors"
-    save_weights(build_model(preset(str(dataset / "tiny.json"))), tmp_path / "tiny.safetensors",
-                 {"step": "7", "train_seconds": "9"})
-    assert 0 < pack_init(tmp_path / "tiny.safetensors", init) < (tmp_path / "tiny.safetensors").stat().st_size
-    assert read_metadata(init)["storage"] == "float16" and read_metadata(init)["step"] == "7"
-    cfg = burst_config(str(packed), str(tmp_path / "run"), minutes=0.05, preset=str(dataset / "tiny.json"),
-                       init_weights=str(init))
-    assert train_config(*train_args(cfg)) == cfg  # the command line carries exactly this config
+    weights = tmp_path / "v2.safetensors"
+    save_weights(build_tiny(architecture="selic-v2", v2=TINY_V2), weights, {"step": "7", "train_seconds": "9"})
+    assert 0 < pack_init(weights, BURST_DIR) < weights.stat().st_size
+    assert read_metadata(BURST_DIR / INIT)["storage"] == "float16" and read_metadata(BURST_DIR / INIT)["step"] == "7"
     command = device_command()
-    assert "--batch-size=16" in command and "--crop=256" in command and "--minutes=9.0" in command
-    assert "--preset=small-v2" in command and "--init-weights=.burst/init.safetensors" in command
-    cfg = dataclasses.replace(cfg, batch_size=2, crop=64, min_crop=64, workers=0, threads=1)
+    cfg = train_config(*shlex.split(command.split("-m selic_engine train ")[1].split(" && ")[0]))
+    assert (cfg.batch_size, cfg.crop, cfg.minutes, cfg.init_weights) == (16, 256, 9.0, f"{BURST_DIR}/{INIT}")
+    assert train_config(*train_args(cfg)) == cfg  # the command line carries exactly this config
+    cfg = dataclasses.replace(cfg, out=str(tmp_path / "run"), minutes=0.05, batch_size=2, crop=64, min_crop=64,
+                              workers=0, threads=1)
     state = checkpoint.load(train(cfg))
     assert state["step"] >= 8 and "ema" in state  # it continues the packed weights' steps
+    assert ModelConfig.from_json(state["config"]) == ModelConfig.from_json(read_metadata(weights)["config"])
 
 
 def test_a_non_finite_batch_is_skipped_not_learned(dataset, tmp_path, monkeypatch):

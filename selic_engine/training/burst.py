@@ -8,12 +8,13 @@ receives only the working tree, 64 MiB at most. So the burst is prepared on the 
 
 `pack` writes what the machine lacks into `.burst/`: the weights the run continues (float16: decoder v2 as
 training.assemble or the last export of its joint stage left it; decoder v1 is frozen, so its weights are not
-trained any more), the training photos outside the validation hold-out, re-encoded small enough to travel (JPEG,
-4:4:4) in what the weights leave of the budget; their captions and the cached caption vectors (so no text model is
-needed there); the compressai wheel for the machine's Python. The printed command (give it to the device tool with
-carry [".burst"]) installs the wheel, trains with the same `train()` as here (batch 16, 256² crops, `--minutes`),
-and exports the weight average to $OUT with its log. Nothing else differs from a CPU run, which is what
-`tests/test_training.py` runs.
+trained any more) with their own config as the run's preset (the weights may be any v2 variant, and a preset
+that differs would widen them or be refused); the training photos outside the validation hold-out, re-encoded
+small enough to travel (JPEG, 4:4:4) in what the weights leave of the budget; their captions and the cached caption
+vectors (so no text model is needed there); the compressai wheel for the machine's Python. The printed command
+(give it to the device tool with carry [".burst"]) installs the wheel, trains with the same `train()` as here
+(batch 16, 256² crops, `--minutes`), and exports the weight average to $OUT/burst.safetensors with its log.
+Nothing else differs from a CPU run, which is what `tests/test_training.py` runs.
 """
 
 from __future__ import annotations
@@ -36,13 +37,13 @@ from .data import MAX_SIDE, list_images, read_captions, split_holdout
 
 BURST_DIR = Path(".burst")
 INIT = "init.safetensors"  # the weights the burst continues, inside the burst folder
-PRESET = "small-v2"  # what bursts train: decoder v2's joint stage
+PRESET_FILE = "preset.json"  # their config, as the run's --preset (config.preset reads a full config as a variant)
 WHEELS = ("compressai==1.2.8", "pytorch-msssim==1.0.0")
 DEVICE_PYTHON = "3.12"  # the lent machines' python3 (device tool KINDS.md), which carries torch
 PLATFORMS = ("manylinux_2_34_x86_64", "manylinux_2_28_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64")
 
 
-def burst_config(data: str, out: str, minutes: float, preset: str = PRESET, init_weights: str = "") -> TrainConfig:
+def burst_config(data: str, out: str, minutes: float, preset: str, init_weights: str) -> TrainConfig:
     """The burst's training run: what `train()` gets on the device (and in the CPU test, with a tiny preset)."""
     return TrainConfig(preset=preset, init_weights=init_weights, data=data, out=out, resume="auto", batch_size=16,
                        crop=256, min_crop=256, lr=1e-4, workers=8, val_every=0, val_images=0, ckpt_every=500,
@@ -59,13 +60,15 @@ def train_args(cfg: TrainConfig) -> list[str]:
     return args
 
 
-def pack_init(weights: Path, dest: Path) -> int:
-    """Copy the weights the burst continues into dest in float16 (half the bytes that travel; training upcasts
-    them), with their history (step, training seconds); returns the bytes written."""
+def pack_init(weights: Path, burst: Path) -> int:
+    """Copy the weights the burst continues into the burst folder in float16 (half the bytes that travel;
+    training upcasts them), with their history (step, training seconds), and their config beside them as the
+    run's preset; returns the bytes written."""
     model, _ = load_weights(weights)
     history = {k: v for k, v in read_metadata(weights).items() if k not in ("config", "model_id", "storage")}
-    save_weights(model, dest, history, torch.float16)
-    return dest.stat().st_size
+    save_weights(model, burst / INIT, history, torch.float16)
+    (burst / PRESET_FILE).write_text(model.config.to_json() + "\n")
+    return sum((burst / name).stat().st_size for name in (INIT, PRESET_FILE))
 
 
 def pack_data(root: Path, dest: Path, max_side: int = 512, quality: int = 90, holdout: int = 12,
@@ -123,15 +126,15 @@ def fetch_wheels(dest: Path) -> None:
                     *WHEELS], check=True)
 
 
-def device_command(minutes: float = 9.0, burst: Path = BURST_DIR, preset: str = PRESET) -> str:
+def device_command(minutes: float = 9.0, burst: Path = BURST_DIR) -> str:
     """The one shell line for the device tool (run from the repository root there, with carry [burst])."""
-    cfg = burst_config(data=str(burst / "data"), out="/tmp/burst-run", minutes=minutes, preset=preset,
-                       init_weights=str(burst / INIT))
+    cfg = burst_config(data=str(burst / "data"), out="/tmp/burst-run", minutes=minutes,
+                       preset=str(burst / PRESET_FILE), init_weights=str(burst / INIT))
     train = shlex.join(train_args(cfg))
     return (f"python3 -m pip install -q --no-index --no-deps --target /tmp/site {burst}/wheels/*.whl && "
             f"export PYTHONPATH=/tmp/site:$PWD SELIC_CACHE=$PWD/{burst}/cache PYTHONUNBUFFERED=1 && nvidia-smi -L && "
             f"python3 -m selic_engine train {train} && "
-            f"python3 -m selic_engine export /tmp/burst-run/last.pt -o $OUT/selic-{preset}.safetensors --float16 && "
+            "python3 -m selic_engine export /tmp/burst-run/last.pt -o $OUT/burst.safetensors --float16 && "
             "cp /tmp/burst-run/log.jsonl /tmp/burst-run/last.pt $OUT/")
 
 
@@ -139,7 +142,7 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m selic_engine.training.burst", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("action", choices=["pack", "command"])
-    p.add_argument("--init", type=Path, help=f"pack: the {PRESET} weights the burst continues")
+    p.add_argument("--init", type=Path, help="pack: the decoder-v2 weights the burst continues")
     p.add_argument("--data", type=Path, default=Path(TrainConfig.data))
     p.add_argument("--max-side", type=int, default=512)
     p.add_argument("--budget-mib", type=float, default=38, help="weights and photo bytes that travel (64 MiB in "
@@ -151,7 +154,7 @@ def main(argv: list[str] | None = None) -> None:
             p.error("pack needs --init: the weights the burst continues")
         shutil.rmtree(BURST_DIR, ignore_errors=True)
         BURST_DIR.mkdir()
-        weights = pack_init(args.init, BURST_DIR / INIT)
+        weights = pack_init(args.init, BURST_DIR)
         size = pack_data(args.data, BURST_DIR / "data", args.max_side, budget=int(args.budget_mib * 2**20) - weights)
         cache_vectors(BURST_DIR / "data", BURST_DIR / "cache")
         fetch_wheels(BURST_DIR / "wheels")
