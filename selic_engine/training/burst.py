@@ -44,7 +44,7 @@ PLATFORMS = ("manylinux_2_34_x86_64", "manylinux_2_28_x86_64", "manylinux_2_17_x
 
 
 def burst_config(data: str, out: str, minutes: float, preset: str, init_weights: str) -> TrainConfig:
-    """The burst's training run: what `train()` gets on the device (and in the CPU test, with a tiny preset)."""
+    """The burst's training run: what `train()` gets on the device (the CPU test trains from the same flags)."""
     return TrainConfig(preset=preset, init_weights=init_weights, data=data, out=out, resume="auto", batch_size=16,
                        crop=256, min_crop=256, lr=1e-4, workers=8, val_every=0, val_images=0, ckpt_every=500,
                        minutes=minutes, precision="auto", steps=10**9)
